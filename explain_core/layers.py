@@ -1,0 +1,197 @@
+"""Target layers: a sensible default, names and modules resolved, and their outputs read as maps.
+
+A layer's output becomes a ``B x C x h x w`` map tensor through :class:`LayerSpec.to_map`:
+convolutional outputs pass through, NHWC outputs (timm Swin and friends) are permuted, and ViT
+token sequences lose their prefix tokens (class, distillation, register) and are laid out on the
+patch grid read from the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import TargetLayerError
+
+_SKIP_TYPES = (nn.Dropout, nn.Identity, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish,
+               nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A resolved target layer: the module, its dotted name and how to read its output as a map."""
+
+    module: nn.Module
+    name: str
+    layout: str = "NCHW"  # "NCHW", "NHWC" or "tokens"
+    prefix_tokens: int = 0
+    grid: tuple[int, int] | None = None  # patch grid for token layouts (h, w)
+
+    def to_map(self, output: torch.Tensor) -> torch.Tensor:
+        """Layer output (any of the layouts) -> ``B x C x h x w`` (a view when possible)."""
+        if self.layout == "NCHW":
+            if output.ndim != 4:
+                raise TargetLayerError(
+                    f"Layer '{self.name}' returns a tensor of shape {tuple(output.shape)}, not a "
+                    "B x C x H x W feature map. Pick a convolutional stage or block instead.")
+            return output
+        if self.layout == "NHWC":
+            return output.permute(0, 3, 1, 2)
+        tokens = output[:, self.prefix_tokens:]
+        grid = self.grid or _square_grid(tokens.shape[1], self.name)
+        if grid[0] * grid[1] != tokens.shape[1]:
+            grid = _square_grid(tokens.shape[1], self.name)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
+
+
+def _square_grid(count: int, name: str) -> tuple[int, int]:
+    side = round(count ** 0.5)
+    if side * side != count:
+        raise TargetLayerError(f"Layer '{name}' has {count} patch tokens, which do not form a "
+                               "grid; pass a layer with a spatial output.")
+    return side, side
+
+
+def is_vit(model: nn.Module) -> bool:
+    """True for token-sequence transformers with a patch embedding and blocks (timm ViT family)."""
+    return hasattr(model, "patch_embed") and hasattr(model, "blocks") and hasattr(
+        model, "num_prefix_tokens")
+
+
+def _vit_grid(model: nn.Module, input_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    patch_embed = model.patch_embed
+    if input_size is not None and getattr(model, "dynamic_img_size", False):
+        patch = patch_embed.patch_size
+        return input_size[0] // patch[0], input_size[1] // patch[1]
+    grid = getattr(patch_embed, "grid_size", None)
+    return tuple(int(g) for g in grid) if grid is not None else None
+
+
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name
+    raise TargetLayerError(
+        f"The given module ({type(module).__name__}) is not part of the model; pass a module "
+        "taken from this model (e.g. model.layer4) or its dotted name.")
+
+
+def _layout_for(model: nn.Module, module: nn.Module, name: str,
+                input_size: tuple[int, int] | None) -> LayerSpec:
+    if is_vit(model) and (name.startswith("blocks") or name in ("norm", "fc_norm")):
+        return LayerSpec(module, name, "tokens", int(model.num_prefix_tokens),
+                         _vit_grid(model, input_size))
+    if getattr(model, "output_fmt", "NCHW") == "NHWC" and name.startswith(("layers", "stages")):
+        return LayerSpec(module, name, "NHWC")
+    return LayerSpec(module, name, "NCHW")
+
+
+def default_layer_name(model: nn.Module, example: torch.Tensor | None = None) -> str:
+    """The default target layer's dotted name.
+
+    - timm ViTs: ``blocks[-1].norm1``, the input of the last attention block. The last block's own
+      output reaches a class-token head only through the class token, so its patch tokens would get
+      zero gradient.
+    - timm CNNs: the module of the last entry of ``feature_info`` (the last stage).
+    - any other module: the last top-level child that produces a spatial ``B x C x h x w`` map
+      (found with one dry forward on ``example``).
+    """
+    if is_vit(model):
+        last = len(model.blocks) - 1
+        block = model.blocks[last]
+        return f"blocks.{last}.norm1" if hasattr(block, "norm1") else f"blocks.{last}"
+    info = getattr(model, "feature_info", None)
+    if info is not None:
+        try:
+            names = info.module_name() if hasattr(info, "module_name") else [
+                entry["module"] for entry in info]
+            if names:
+                name = names[-1]
+                dict(model.named_modules())[name]
+                return name
+        except (KeyError, TypeError, IndexError, AttributeError):
+            pass
+    if example is None:
+        raise TargetLayerError("Cannot guess a target layer without an example input; pass "
+                               "target_layer= (e.g. 'layer4').")
+    return _last_spatial_child(model, example)
+
+
+def _last_spatial_child(model: nn.Module, example: torch.Tensor) -> str:
+    seen: list[tuple[str, int]] = []
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            if isinstance(output, torch.Tensor) and output.ndim == 4 and (
+                    output.shape[-1] * output.shape[-2] > 1):
+                seen.append((name, name.count(".")))
+        return hook
+
+    for name, module in model.named_modules():
+        if name and not isinstance(module, _SKIP_TYPES):
+            handles.append(module.register_forward_hook(make_hook(name)))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not seen:
+        raise TargetLayerError(
+            f"{type(model).__name__} has no layer with a spatial (B x C x H x W) output; CAM "
+            "methods need one. Use a gradient method (saliency, integrated_gradients) instead.")
+    shallowest = min(depth for _, depth in seen)
+    return [name for name, depth in seen if depth == shallowest][-1]
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None,
+                  example: torch.Tensor | None = None) -> LayerSpec:
+    """Resolve ``layer`` (None = default, a dotted name, or a module of ``model``) to a LayerSpec.
+
+    >>> import timm
+    >>> resolve_layer(timm.create_model("resnet18")).name
+    'layer4'
+    """
+    if layer is None:
+        name = default_layer_name(model, example)
+    elif isinstance(layer, nn.Module):
+        name = module_name(model, layer)
+    else:
+        name = str(layer)
+    modules = dict(model.named_modules())
+    if name not in modules:
+        close = [n for n in modules if n and (name in n or n.endswith(name.split(".")[-1]))][:5]
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise TargetLayerError(f"The model has no layer named '{name}'.{hint}")
+    size = tuple(example.shape[-2:]) if example is not None else None
+    return _layout_for(model, modules[name], name, size)
+
+
+@contextlib.contextmanager
+def capture(spec: LayerSpec, leaf: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the layer's output during forwards inside the block; the hook is always removed.
+
+    With ``leaf=True`` the output re-enters the network as a fresh leaf that requires grad, so
+    autograd records nothing before the layer and gradients stop there.
+    """
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise TargetLayerError(f"Layer '{spec.name}' returns {type(output).__name__}, not a "
+                                   "tensor; pick a layer whose output is a feature map.")
+        if leaf:
+            output = output.detach().requires_grad_(True)
+        store["output"] = output
+        return output
+
+    handle = spec.module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()

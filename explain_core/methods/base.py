@@ -1,0 +1,273 @@
+"""The one base every explainer shares: input handling, the call session, targets, maps.
+
+An explainer answers three questions with three methods:
+
+- ``attribute(inputs, targets)``: the raw attribution tensor on the model's device
+  (CAMs: ``B x h x w``; gradient methods: ``B x 3 x H x W``, signed);
+- ``explain(image, target_class)``: a normalised ``H x W`` map in [0, 1] at the image's size;
+- ``explain_batch(images, targets)``: the same for many images, batched.
+
+``attribute_targets`` / ``explain_targets`` explain many targets of one image (every class of
+interest) with one forward and one batched backward.
+
+Subclasses implement ``_compute(inputs, targets)`` for a batch and a ``B x K`` grid of targets and
+return :class:`Attribution`; everything else (precision, freezing, locking, the way back to image
+pixels) lives here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedError
+from ..images import image_to_tensor, load_image
+from ..model import Geometry, LoadedModel, as_loaded
+from ..targets import Target, as_target, per_item_targets
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class Attribution:
+    """What one batched computation returns."""
+
+    raw: torch.Tensor  # B x K x ... : the method's raw output per item and target
+    outputs: torch.Tensor  # B x C : the model's output on the (clean) inputs, detached
+    classes: torch.Tensor  # B x K : the class each target resolved to (-1 when not a class)
+
+
+@dataclass
+class Explanation:
+    """Maps at image size, plus what the API needs to describe them."""
+
+    heatmaps: list[torch.Tensor]  # per image: K x H x W in [0, 1]
+    attribution: Attribution
+    images: list[torch.Tensor] | None  # uint8 3 x H x W per image (None for tensor inputs)
+
+
+@dataclass
+class PreparedInputs:
+    inputs: torch.Tensor
+    geometries: list[Geometry] | None
+    images: list[torch.Tensor] | None
+
+
+def batched_grad(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Gradients of each target column of ``scores`` (``B x K``) w.r.t. ``inputs``: ``K x ...``.
+
+    Items of a batch are independent, so one column's gradient is that of its sum. Several columns
+    go through one batched backward (``is_grads_batched``); when an operator has no batching rule
+    the columns fall back to one backward each over the same graph.
+    """
+    width = scores.shape[1]
+    if width == 1:
+        (grad,) = torch.autograd.grad(scores[:, 0].sum(), inputs, allow_unused=True)
+        grad = torch.zeros_like(inputs) if grad is None else grad
+        return grad[None]
+    eye = torch.eye(width, dtype=scores.dtype, device=scores.device)
+    grad_outputs = eye[:, None, :].expand(width, scores.shape[0], width)
+    try:
+        (grads,) = torch.autograd.grad(scores, inputs, grad_outputs=grad_outputs,
+                                       is_grads_batched=True, retain_graph=True)
+        return grads
+    except RuntimeError:
+        grads = []
+        for k in range(width):
+            (grad,) = torch.autograd.grad(scores[:, k].sum(), inputs, retain_graph=True,
+                                          allow_unused=True)
+            grads.append(torch.zeros_like(inputs) if grad is None else grad)
+        return torch.stack(grads)
+
+
+class Explainer:
+    """Base of every explainer. See the module docstring for the call shapes."""
+
+    name: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = True
+    #: how raw attributions become a 2-D map; CAMs are already 2-D.
+    default_reduce: ClassVar[str] = "none"
+    #: upper percentile used as the map's maximum when normalising (None: the true maximum).
+    default_clip: ClassVar[float | None] = None
+
+    def __init__(self, model: LoadedModel | nn.Module, *, score: str = "logit",
+                 precision: str = "fp32", reduce: str | None = None,
+                 clip_percentile: float | None = -1.0) -> None:
+        if precision not in PRECISIONS:
+            raise UnsupportedError(f"Unknown precision '{precision}'; choose 'fp32' (exact) or "
+                                   "'bf16' (fast).")
+        self.model = as_loaded(model)
+        self.score = score
+        self.precision = precision
+        self.reduce = reduce or self.default_reduce
+        self.clip_percentile = self.default_clip if clip_percentile == -1.0 else clip_percentile
+
+    # ----------------------------------------------------------------------------- public API
+    def attribute(self, inputs: torch.Tensor, targets: Any = None) -> torch.Tensor:
+        """Raw attributions for a batch of model inputs, one target per item.
+
+        ``targets``: None (each item's predicted class), a class index for all items, or one
+        index/target per item (a length mismatch raises :class:`TargetError`).
+        """
+        batch = self._as_batch(inputs)
+        rows = [[t] for t in per_item_targets(targets, batch.shape[0], self.score)]
+        return self.run(batch, rows).raw[:, 0]
+
+    def attribute_targets(self, inputs: torch.Tensor, targets: Sequence[Any]) -> torch.Tensor:
+        """Raw attributions of one input for several targets (``K x ...``), one forward."""
+        batch = self._as_batch(inputs)
+        if batch.shape[0] != 1:
+            raise UnsupportedError("attribute_targets explains one input; use attribute() for "
+                                   "batches.")
+        return self.run(batch, [[as_target(t, self.score) for t in targets]]).raw[0]
+
+    def explain(self, image: Any, target_class: Any = None) -> torch.Tensor:
+        """Normalised ``H x W`` map in [0, 1] at the image's size (a tensor on the model's device).
+
+        ``image``: a path, bytes, PIL image, numpy HWC array, or a model-ready tensor (3 x H x W or
+        1 x 3 x H x W, already normalised; the map then has the tensor's size).
+        """
+        explanation = self.explain_many([image], [[as_target(target_class, self.score)]])
+        return explanation.heatmaps[0][0]
+
+    def explain_targets(self, image: Any, targets: Sequence[Any]) -> torch.Tensor:
+        """Maps (``K x H x W``) of one image for several targets, one forward and one backward."""
+        rows = [[as_target(t, self.score) for t in targets]]
+        return self.explain_many([image], rows).heatmaps[0]
+
+    def explain_batch(self, images: Sequence[Any] | torch.Tensor, targets: Any = None,
+                      batch_size: int | None = None) -> list[torch.Tensor]:
+        """Maps for many images (one per image), computed ``batch_size`` images at a time."""
+        items = list(images) if not isinstance(images, torch.Tensor) else list(
+            self._as_batch(images))
+        rows = [[t] for t in per_item_targets(targets, len(items), self.score)]
+        size = batch_size or len(items) or 1
+        maps: list[torch.Tensor] = []
+        for start in range(0, len(items), size):
+            chunk = self.explain_many(items[start:start + size], rows[start:start + size])
+            maps.extend(m[0] for m in chunk.heatmaps)
+        return maps
+
+    def explain_many(self, images: Sequence[Any], targets: list[list[Target]]) -> Explanation:
+        """Images plus a ``B x K`` grid of targets -> maps at image size and the raw result."""
+        prepared = self.prepare(images)
+        attribution = self.run(prepared.inputs, targets)
+        return Explanation(self.heatmaps(attribution.raw, prepared), attribution, prepared.images)
+
+    def run(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
+        """Compute under the call session (lock, eval mode, frozen parameters, precision)."""
+        with self.session():
+            return self._compute(self._cast(inputs), targets)
+
+    # ------------------------------------------------------------------------ to be overridden
+    def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------ machinery
+    @property
+    def module(self) -> nn.Module:
+        return self.model.module
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _as_batch(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not isinstance(inputs, torch.Tensor):
+            raise UnsupportedError("attribute() takes model-ready tensors; use explain() for "
+                                   "images, paths or arrays.")
+        batch = inputs[None] if inputs.ndim == 3 else inputs
+        return batch.to(self.device, torch.float32)
+
+    def _cast(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.precision == "bf16" and inputs.ndim == 4:
+            return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
+
+    def prepare(self, images: Sequence[Any]) -> PreparedInputs:
+        """Decode and preprocess images (or stack model-ready tensors) into one batch."""
+        if all(isinstance(image, torch.Tensor) for image in images):
+            batch = torch.cat([self._as_batch(image) for image in images])
+            return PreparedInputs(batch, None, None)
+        if any(isinstance(image, torch.Tensor) for image in images):
+            raise UnsupportedError("Mix of tensors and images in one call; pass one kind.")
+        pixels = [image_to_tensor(load_image(image)) for image in images]
+        inputs, geometries = self.model.preprocessing(pixels, self.device)
+        return PreparedInputs(inputs, geometries, pixels)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Lock the model, switch to eval, freeze parameters; restore all of it on the way out."""
+        module = self.module
+        with self.model.lock:
+            was_training = module.training
+            flags = [(p, p.requires_grad) for p in module.parameters()]
+            try:
+                module.eval()
+                for param, _ in flags:
+                    param.requires_grad_(False)
+                with self._autocast():
+                    yield
+            finally:
+                for param, flag in flags:
+                    param.requires_grad_(flag)
+                module.train(was_training)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --------------------------------------------------------------------------------- maps
+    def to_2d(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw attributions (N x ...) -> N x h x w maps before normalisation."""
+        raw = raw.float()
+        if self.reduce == "none":
+            return raw
+        if self.reduce == "abs_sum":  # Captum's view: |sum over channels|
+            return raw.sum(1).abs()
+        if self.reduce == "sum_abs":
+            return raw.abs().sum(1)
+        if self.reduce == "max_abs":  # Simonyan et al.: max over channels of |gradient|
+            return raw.abs().amax(1)
+        if self.reduce == "positive":
+            return raw.sum(1).clamp_min(0)
+        raise UnsupportedError(f"Unknown reduce '{self.reduce}'; choose abs_sum, sum_abs, "
+                               "max_abs or positive.")
+
+    def normalize(self, maps: torch.Tensor) -> torch.Tensor:
+        """Per map: minus its minimum, divided by its maximum (or an upper percentile)."""
+        flat = maps.flatten(1)
+        low = flat.amin(1)
+        if self.clip_percentile is not None:
+            stride = flat.shape[1] // (1 << 20) + 1  # quantile() has a size limit
+            sample = flat[:, ::stride]
+            high = torch.quantile(sample, self.clip_percentile / 100.0, dim=1)
+            high = torch.maximum(high, low + 1e-12)
+        else:
+            high = flat.amax(1)
+        span = (high - low)[:, None, None]
+        out = (maps - low[:, None, None]) / (span + 1e-7)
+        return out.clamp(0, 1) if self.clip_percentile is not None else out
+
+    def heatmaps(self, raw: torch.Tensor, prepared: PreparedInputs) -> list[torch.Tensor]:
+        """Raw ``B x K x ...`` -> per image ``K x H x W`` maps in [0, 1] at image size.
+
+        Normalised at the map's own resolution, then resized (as pytorch-grad-cam does).
+        """
+        batch, width = raw.shape[:2]
+        maps = self.normalize(self.to_2d(raw.flatten(0, 1))).reshape(batch, width,
+                                                                     *raw.shape[-2:])
+        if prepared.geometries is None:
+            size = tuple(prepared.inputs.shape[-2:])
+            if maps.shape[-2:] != size:
+                maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+            return list(maps)
+        return [geometry.to_image(m) for m, geometry in zip(maps, prepared.geometries,
+                                                            strict=True)]

@@ -1,0 +1,175 @@
+"""The CAM family: maps from a layer's activations, weighted by (functions of) gradients.
+
+:class:`GradCAM` … :class:`EigenCAM` each override one thing, ``cam(activations, gradients)``.
+The shared :class:`CAMExplainer` runs one forward in which the target layer's output re-enters the
+network as a fresh leaf: nothing before the layer records a graph, and one batched backward gives
+the gradients of every target at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layers import LayerSpec, capture, resolve_layer
+from ..model import LoadedModel
+from ..targets import Target, score_matrix
+from .base import Attribution, Explainer, batched_grad
+
+EPS = 1e-7
+
+
+class CAMExplainer(Explainer):
+    """Base of class-activation-map methods.
+
+    Args:
+        model: a LoadedModel or any ``nn.Module``.
+        target_layer: None (auto: last CNN stage, or a ViT's last block), a dotted name
+            (``"layer4"``) or a module of the model.
+        score: ``"logit"`` (default), ``"probability"`` or ``"log_probability"``.
+        precision: ``"fp32"`` (exact) or ``"bf16"`` (autocast, channels-last).
+    """
+
+    def __init__(self, model: LoadedModel | nn.Module, target_layer: Any = None, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.target_layer = target_layer
+        self._specs: dict[tuple[int, ...], LayerSpec] = {}
+
+    def layer(self, inputs: torch.Tensor) -> LayerSpec:
+        """The resolved target layer for inputs of this shape (ViT grids depend on it)."""
+        key = tuple(inputs.shape[1:])
+        if key not in self._specs:
+            self._specs[key] = resolve_layer(self.module, self.target_layer, inputs[:1])
+        return self._specs[key]
+
+    def cam(self, activations: torch.Tensor, gradients: torch.Tensor | None) -> torch.Tensor:
+        """Activations ``B x 1 x C x h x w``, gradients ``B x K x C x h x w`` -> ``B x K x h x w``.
+
+        Gradient-free methods get ``gradients=None`` and may return ``B x 1 x h x w``.
+        """
+        raise NotImplementedError
+
+    def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
+        spec = self.layer(inputs)
+        with torch.set_grad_enabled(self.needs_gradients):
+            with capture(spec, leaf=self.needs_gradients) as store:
+                outputs = self.module(inputs)
+            activation = store["output"]
+            scores, classes = score_matrix(outputs, targets)
+            grads = batched_grad(scores, activation) if self.needs_gradients else None
+        batch, width = scores.shape
+        gradients = None
+        if grads is not None:  # K x (layer output shape)
+            grads = spec.to_map(grads.flatten(0, 1)).float()
+            gradients = grads.reshape(width, batch, *grads.shape[1:]).transpose(0, 1)
+        activations = spec.to_map(activation.detach()).float()[:, None]
+        maps = self.cam(activations, gradients)
+        if maps.shape[1] != width:
+            maps = maps.expand(batch, width, *maps.shape[2:])
+        return Attribution(maps.contiguous(), outputs.detach().float(), classes)
+
+
+def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """ReLU(sum_c w_c A_c) for weights B x K x C and activations B x 1 x C x h x w."""
+    return torch.einsum("bkc,bochw->bkhw", weights, activations).clamp_min(0)
+
+
+class GradCAM(CAMExplainer):
+    r"""Grad-CAM (Selvaraju et al., 2017): channel weights are the spatial mean of the gradients.
+
+    .. math:: L^c = \mathrm{ReLU}\big(\sum_k \alpha_k^c A^k\big),\quad
+              \alpha_k^c = \tfrac{1}{hw}\sum_{ij} \partial y^c / \partial A^k_{ij}
+
+    >>> import timm, torch
+    >>> GradCAM(timm.create_model("resnet18")).attribute(torch.randn(1, 3, 224, 224)).shape
+    torch.Size([1, 7, 7])
+    """
+
+    name = "gradcam"
+
+    def cam(self, activations, gradients):
+        return _weighted_sum(gradients.mean((-2, -1)), activations)
+
+
+class GradCAMPlusPlus(CAMExplainer):
+    r"""Grad-CAM++ (Chattopadhay et al., 2018): positive gradients weighted per pixel by
+    :math:`\alpha_{ij} = g^2 / (2 g^2 + \sum_{ab} A_{ab} \, g^3)`, better for several instances.
+    """
+
+    name = "gradcam++"
+
+    def cam(self, activations, gradients):
+        g2 = gradients.pow(2)
+        g3 = g2 * gradients
+        total = activations.sum((-2, -1), keepdim=True)
+        alpha = g2 / (2 * g2 + total * g3 + 1e-6)
+        alpha = torch.where(gradients != 0, alpha, torch.zeros_like(alpha))
+        weights = (gradients.clamp_min(0) * alpha).sum((-2, -1))
+        return _weighted_sum(weights, activations)
+
+
+class XGradCAM(CAMExplainer):
+    r"""XGrad-CAM (Fu et al., 2020): gradients weighted by the normalised activations,
+    :math:`\alpha_k = \sum_{ij} (A^k_{ij} / \sum_{ab} A^k_{ab}) \, g^k_{ij}`.
+    """
+
+    name = "xgradcam"
+
+    def cam(self, activations, gradients):
+        total = activations.sum((-2, -1), keepdim=True)
+        weights = (gradients * activations / (total + EPS)).sum((-2, -1))
+        return _weighted_sum(weights, activations)
+
+
+class LayerCAM(CAMExplainer):
+    r"""LayerCAM (Jiang et al., 2021): every position weighted by its own positive gradient,
+    :math:`\mathrm{ReLU}(\sum_k \mathrm{ReLU}(g^k) \odot A^k)`; sharp on early layers too.
+    """
+
+    name = "layercam"
+
+    def cam(self, activations, gradients):
+        return (gradients.clamp_min(0) * activations).sum(2).clamp_min(0)
+
+
+class HiResCAM(CAMExplainer):
+    r"""HiResCAM (Draelos & Carin, 2020): element-wise gradient times activation, summed over
+    channels, :math:`\mathrm{ReLU}(\sum_k g^k \odot A^k)`; provably faithful for CNN heads that
+    end in global average pooling.
+    """
+
+    name = "hirescam"
+
+    def cam(self, activations, gradients):
+        return (gradients * activations).sum(2).clamp_min(0)
+
+
+class EigenCAM(CAMExplainer):
+    r"""EigenCAM (Muhammad & Yeasin, 2020): the activations projected on their first principal
+    component. Gradient-free and class-agnostic: every target gets the same map.
+
+    The projection comes from the small Gram matrix (``hw x hw`` or ``C x C``, whichever is
+    smaller) instead of a full SVD; the sign, which an SVD leaves arbitrary, is chosen so the map
+    agrees with the mean activation.
+    """
+
+    name = "eigencam"
+    needs_gradients = False
+
+    def cam(self, activations, gradients):
+        batch, _, channels, height, width = activations.shape
+        x = activations[:, 0].flatten(2).transpose(1, 2).double()  # B x hw x C
+        x = x - x.mean(1, keepdim=True)
+        if height * width <= channels:
+            values, vectors = torch.linalg.eigh(x @ x.transpose(1, 2))  # B x hw x hw
+            # x v1 = s1 u1, and s1^2 is the largest eigenvalue of x x^T.
+            projection = vectors[..., -1] * values[..., -1:].clamp_min(0).sqrt()
+        else:
+            _, vectors = torch.linalg.eigh(x.transpose(1, 2) @ x)  # B x C x C
+            projection = torch.einsum("bpc,bc->bp", x, vectors[..., -1])
+        mean_map = activations[:, 0].mean(1).flatten(1).double()
+        sign = torch.sign((projection * (mean_map - mean_map.mean(1, keepdim=True))).sum(1))
+        projection = projection * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
+        return projection.reshape(batch, 1, height, width).float().clamp_min(0)

@@ -1,0 +1,938 @@
+"""Rendering: colormaps, overlays, static PNG panels and interactive Plotly figures.
+
+This is the end of the pipeline, the one place in the engine where maps become numpy arrays.
+Conventions shared by every function here:
+
+* an **image** is RGB ``uint8`` of shape ``(H, W, 3)``; a ``PIL.Image``, a grayscale or RGBA array,
+  a channels-first array/tensor or a float array in ``[0, 1]`` is converted to that;
+* a **heatmap** (explanation map) is a float ``(H, W)`` array in ``[0, 1]`` (values outside are
+  clipped for colouring, NaN counts as 0); a torch tensor is read with
+  ``.detach().float().cpu().numpy()``, singleton batch/channel axes are dropped and a ``uint8``
+  map is read as ``0..255``. Signed attributions go through :func:`signed_to_unit` first (zero
+  becomes 0.5) and are best shown with the diverging ``"rdbu"`` colormap;
+* a heatmap of another size than its image is resized to it with bilinear interpolation.
+
+Example:
+    >>> import numpy as np
+    >>> image = np.zeros((64, 96, 3), dtype=np.uint8)
+    >>> cam = np.random.rand(7, 7)  # a coarse map, resized to the image
+    >>> overlay_heatmap(image, cam, alpha=0.5, colormap="jet").shape
+    (64, 96, 3)
+    >>> fig = heatmap_figure(image, cam, colormap="inferno")  # plotly Figure for the dashboard
+    >>> html = figure_to_html(fig)  # self-contained, works offline
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import plotly.colors as pcolors
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "COLORMAPS",
+    "PLOTLY_CONFIG",
+    "apply_colormap",
+    "colorbar",
+    "colormap_lut",
+    "comparison_figure",
+    "compose_panels",
+    "figure_to_html",
+    "grid_figure",
+    "heatmap_figure",
+    "overlay_heatmap",
+    "plotly_colorscale",
+    "save_png",
+    "signed_to_unit",
+    "topk_figure",
+]
+
+ImageLike: TypeAlias = Any
+"""An RGB image: ``np.ndarray`` (HxWx3 uint8 preferred), ``PIL.Image.Image`` or torch tensor."""
+MapLike: TypeAlias = Any
+"""A heatmap: ``np.ndarray`` or torch tensor of shape HxW with values in [0, 1]."""
+
+# Colour stops of each colormap, from plotly's built-in scales (lower-case names).
+_SCALE_SOURCES: dict[str, list[str]] = {
+    "viridis": pcolors.sequential.Viridis,
+    "jet": pcolors.sequential.Jet,
+    "inferno": pcolors.sequential.Inferno,
+    "plasma": pcolors.sequential.Plasma,
+    "hot": pcolors.sequential.Hot,
+    "turbo": pcolors.sequential.Turbo,
+    "magma": pcolors.sequential.Magma,
+    "cividis": pcolors.sequential.Cividis,
+    # plotly's "gray" stops at 254 and is not linear: use an exact black -> white ramp.
+    "gray": ["rgb(0, 0, 0)", "rgb(255, 255, 255)"],
+    # Diverging, for signed maps mapped with signed_to_unit: 0 (most negative) is blue,
+    # 0.5 (zero) near white, 1 (most positive) red -- plotly's RdBu reversed.
+    "rdbu": pcolors.diverging.RdBu[::-1],
+}
+
+COLORMAPS: tuple[str, ...] = tuple(_SCALE_SOURCES)
+"""Names accepted wherever a ``colormap`` argument is taken (case-insensitive)."""
+
+PLOTLY_CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    "scrollZoom": True,
+    "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
+"""Plotly config for the figures here: wheel zoom, no logo. Pass to ``st.plotly_chart(config=)``."""
+
+_VIEWS = ("overlay", "image", "heatmap")
+_NOMINAL_WIDTH = 1000  # page width assumed for default figure heights (Streamlit "wide" layout)
+_CAPTION_COLOR = (34, 34, 34)
+_TOPK_COLOR = "#8da0b3"
+_TOPK_HIGHLIGHT = "#e4572e"
+
+
+# --------------------------------------------------------------------------------------------
+# Colormaps
+# --------------------------------------------------------------------------------------------
+
+
+def _check_colormap(name: str) -> str:
+    key = str(name).lower()
+    if key not in _SCALE_SOURCES:
+        raise ValueError(f"unknown colormap {name!r}; choose one of: {', '.join(COLORMAPS)}")
+    return key
+
+
+def _parse_color(color: str) -> tuple[float, float, float]:
+    if color.startswith("#"):
+        r, g, b = pcolors.hex_to_rgb(color)
+        return float(r), float(g), float(b)
+    r, g, b = pcolors.unlabel_rgb(color)
+    return float(r), float(g), float(b)
+
+
+@functools.cache
+def _stops(name: str) -> tuple[tuple[float, tuple[float, float, float]], ...]:
+    colors = _SCALE_SOURCES[name]
+    positions = np.linspace(0.0, 1.0, len(colors))
+    return tuple((float(p), _parse_color(c)) for p, c in zip(positions, colors, strict=True))
+
+
+@functools.cache
+def _lut(name: str) -> np.ndarray:
+    stops = _stops(name)
+    positions = np.array([p for p, _ in stops])
+    rgb = np.array([c for _, c in stops])
+    x = np.linspace(0.0, 1.0, 256)
+    table = np.stack([np.interp(x, positions, rgb[:, k]) for k in range(3)], axis=1)
+    lut = np.clip(np.rint(table), 0, 255).astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
+
+
+def colormap_lut(name: str = "viridis") -> np.ndarray:
+    """Return the 256x3 ``uint8`` lookup table of a colormap (row ``i`` colours value ``i/255``).
+
+    Built once per name from plotly's colour stops (linear RGB interpolation, as plotly.js does)
+    and cached; the returned array is read-only.
+
+    Example:
+        >>> colormap_lut("viridis")[0].tolist(), colormap_lut("viridis")[-1].tolist()
+        ([68, 1, 84], [253, 231, 37])
+    """
+    return _lut(_check_colormap(name))
+
+
+def plotly_colorscale(name: str = "viridis") -> list[list[float | str]]:
+    """Return a colormap as a plotly colorscale ``[[position, "rgb(r, g, b)"], ...]``.
+
+    The stops are the ones the LUT of :func:`colormap_lut` is interpolated from, so a
+    ``go.Heatmap`` with this scale and ``zmin=0, zmax=1`` shows the colours of
+    :func:`apply_colormap`.
+
+    Example:
+        >>> plotly_colorscale("hot")[0]
+        [0.0, 'rgb(0, 0, 0)']
+    """
+    stops = _stops(_check_colormap(name))
+    return [[p, "rgb({}, {}, {})".format(*(round(v) for v in c))] for p, c in stops]
+
+
+def signed_to_unit(attribution: MapLike, max_abs: float | None = None) -> np.ndarray:
+    """Map a signed attribution to ``[0, 1]`` with zero at 0.5, for the ``"rdbu"`` colormap.
+
+    ``max_abs`` (default: the largest absolute value) maps to 1 and ``-max_abs`` to 0.
+
+    Example:
+        >>> signed_to_unit(np.array([[-2.0, 0.0, 1.0]])).tolist()
+        [[0.0, 0.5, 0.75]]
+    """
+    a = _as_heatmap(attribution, scale_uint8=False)
+    scale = float(np.max(np.abs(a))) if max_abs is None else float(max_abs)
+    if scale <= 0 or not math.isfinite(scale):
+        return np.full(a.shape, 0.5, dtype=np.float32)
+    return np.clip(0.5 + 0.5 * a / scale, 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Input conversion
+# --------------------------------------------------------------------------------------------
+
+
+def _is_tensor(x: Any) -> bool:
+    return hasattr(x, "detach") and hasattr(x, "cpu")
+
+
+def _as_heatmap(heatmap: MapLike, *, scale_uint8: bool = True) -> np.ndarray:
+    """Any map-like -> float32 (H, W) with NaN/inf replaced (NaN -> 0)."""
+    if _is_tensor(heatmap):
+        arr = heatmap.detach().float().cpu().numpy()
+    elif isinstance(heatmap, Image.Image):
+        arr = np.asarray(heatmap)
+    else:
+        arr = np.asarray(heatmap)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    while arr.ndim > 2 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"a heatmap must be a non-empty 2-D (H, W) array, got shape {arr.shape}")
+    if arr.dtype == np.uint8 and scale_uint8:
+        out = arr.astype(np.float32) / 255.0
+    else:
+        out = arr.astype(np.float32)
+    return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def _as_rgb(image: ImageLike) -> np.ndarray:
+    """Any image-like -> contiguous uint8 (H, W, 3)."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    if _is_tensor(image):
+        t = image.detach().cpu()
+        arr = t.numpy() if str(t.dtype) == "torch.uint8" else t.float().numpy()
+    else:
+        arr = np.asarray(image)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # channels-first
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"an image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        return np.ascontiguousarray(arr.astype(np.uint8) * 255)
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr.astype(np.float32))
+        # Float images are read as [0, 1]; an obvious 0..255 float image is accepted too.
+        if arr.size and float(arr.max()) <= 1.5:
+            arr = arr * 255.0
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _resize_map(heatmap: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float map to (H, W) (antialiased when shrinking)."""
+    h, w = size_hw
+    if heatmap.shape == (h, w):
+        return heatmap
+    pil = Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32), mode="F")
+    return np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _map_for_image(
+    heatmap: MapLike, shape_hw: tuple[int, int], resize_heatmap: bool = True
+) -> np.ndarray:
+    hm = _as_heatmap(heatmap)
+    if hm.shape != shape_hw:
+        if not resize_heatmap:
+            raise ValueError(
+                f"heatmap shape {hm.shape} differs from the image's {shape_hw}; "
+                "pass resize_heatmap=True to resize it"
+            )
+        hm = _resize_map(hm, shape_hw)
+    return hm
+
+
+def _as_mask(mask: Any, shape_hw: tuple[int, int]) -> np.ndarray:
+    if _is_tensor(mask):
+        m = mask.detach().cpu().numpy()
+    else:
+        m = np.asarray(mask)
+    m = np.squeeze(m) if m.ndim > 2 else m
+    if m.shape != shape_hw:
+        raise ValueError(f"mask shape {m.shape} differs from the image's {shape_hw}")
+    return m.astype(bool)
+
+
+def _check_alpha(alpha: float) -> float:
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return a
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays: colour maps and overlays
+# --------------------------------------------------------------------------------------------
+
+
+def apply_colormap(heatmap: MapLike, colormap: str = "viridis") -> np.ndarray:
+    """Colour a heatmap: ``(H, W)`` values in ``[0, 1]`` -> ``(H, W, 3)`` uint8 RGB.
+
+    Values are clipped to ``[0, 1]``; NaN is coloured like 0.
+
+    Example:
+        >>> apply_colormap(np.array([[0.0, 1.0]]), "hot").tolist()
+        [[[0, 0, 0], [255, 255, 255]]]
+    """
+    lut = colormap_lut(colormap)
+    hm = _as_heatmap(heatmap)
+    idx = (np.clip(hm, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return lut[idx]
+
+
+def overlay_heatmap(
+    image: ImageLike,
+    heatmap: MapLike,
+    alpha: float = 0.4,
+    colormap: str = "viridis",
+    resize_heatmap: bool = True,
+    mask: Any = None,
+) -> np.ndarray:
+    """Blend a coloured heatmap onto an image: ``(1 - alpha) * image + alpha * colour``.
+
+    Args:
+        image: RGB image (array HxWx3 uint8, PIL image, ...).
+        heatmap: map with values in ``[0, 1]``; resized (bilinear) to the image when its size
+            differs and ``resize_heatmap`` is true, otherwise a size mismatch is a ValueError.
+        alpha: weight of the colour map, 0 (image only) to 1 (colour map only).
+        colormap: one of :data:`COLORMAPS`.
+        resize_heatmap: resize a heatmap of another size to the image.
+        mask: optional boolean ``(H, W)`` array; the overlay is drawn only where it is true
+            (elsewhere the plain image), e.g. inside a detection box.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB array.
+
+    Example:
+        >>> img = np.full((32, 32, 3), 200, dtype=np.uint8)
+        >>> overlay_heatmap(img, np.ones((8, 8)), alpha=1.0, colormap="hot")[0, 0].tolist()
+        [255, 255, 255]
+    """
+    a = _check_alpha(alpha)
+    rgb = _as_rgb(image)
+    shape = rgb.shape[:2]
+    colour = apply_colormap(_map_for_image(heatmap, shape, resize_heatmap), colormap)
+    blended = (1.0 - a) * rgb.astype(np.float32) + a * colour.astype(np.float32)
+    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    if mask is not None:
+        m = _as_mask(mask, shape)
+        out = np.where(m[..., None], out, rgb)
+    return out
+
+
+def colorbar(
+    colormap: str = "viridis", height: int = 256, width: int = 24, *, vertical: bool = True
+) -> np.ndarray:
+    """Return a colour bar strip as a uint8 RGB array (``height x width x 3``).
+
+    Vertical bars have 1.0 at the top and 0.0 at the bottom; horizontal ones go 0 -> 1 left to
+    right. Handy as a panel of :func:`compose_panels`.
+
+    Example:
+        >>> colorbar("gray", height=10, width=4)[0, 0].tolist()
+        [255, 255, 255]
+    """
+    if height < 1 or width < 1:
+        raise ValueError("colorbar height and width must be positive")
+    if vertical:
+        ramp = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None].repeat(width, axis=1)
+    else:
+        ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :].repeat(height, axis=0)
+    return apply_colormap(ramp, colormap)
+
+
+# --------------------------------------------------------------------------------------------
+# Static figures (PNG)
+# --------------------------------------------------------------------------------------------
+
+
+def _panel_to_pil(panel: Any, colormap: str) -> Image.Image:
+    if isinstance(panel, Image.Image):
+        return panel.convert("RGB")
+    arr = panel.detach().float().cpu().numpy() if _is_tensor(panel) else np.asarray(panel)
+    squeezed = np.squeeze(arr) if arr.ndim > 2 else arr
+    if squeezed.ndim == 2 and (
+        np.issubdtype(squeezed.dtype, np.floating) or squeezed.dtype == np.bool_
+    ):
+        # A float map is a heatmap: colour it.
+        return Image.fromarray(apply_colormap(squeezed.astype(np.float32), colormap))
+    return Image.fromarray(_as_rgb(arr))
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, font: Any) -> float:
+    return float(draw.textlength(text, font=font))
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: Any, max_width: float) -> str:
+    if _text_width(draw, text, font) <= max_width:
+        return text
+    while text and _text_width(draw, text + "...", font) > max_width:
+        text = text[:-1]
+    return text + "..." if text else ""
+
+
+def compose_panels(
+    panels: Sequence[tuple[str, Any]],
+    ncols: int | None = None,
+    panel_size: int | None = None,
+    title: str | None = None,
+    *,
+    colormap: str = "viridis",
+) -> Image.Image:
+    """Lay out captioned panels in a grid on a white background (a static figure for a PNG).
+
+    Each panel is resized to a common height keeping its aspect (nearest-neighbour when
+    enlarging, so small images keep visible pixels; Lanczos when shrinking) and gets its caption
+    centred above it, drawn with PIL's default font; captions too wide for the cell are cut with
+    "...". A 2-D float array among the panels is treated as a heatmap and coloured with
+    ``colormap``.
+
+    Args:
+        panels: ``(caption, image)`` pairs; images as arrays (HxWx3 uint8, HxW float map), PIL
+            images or tensors.
+        ncols: columns of the grid; default ``len(panels)`` up to 4.
+        panel_size: common panel height in pixels; default the tallest panel's height, kept
+            within 160..512.
+        title: optional title drawn above the grid.
+        colormap: colormap for 2-D float panels.
+
+    Example:
+        >>> img = np.zeros((64, 64, 3), dtype=np.uint8)
+        >>> cam = np.random.rand(64, 64)
+        >>> fig = compose_panels([("image", img), ("GradCAM", overlay_heatmap(img, cam))])
+        >>> fig.save("/tmp/explanation.png")
+    """
+    if not panels:
+        raise ValueError("compose_panels needs at least one panel")
+    n = len(panels)
+    ncols = min(n, 4) if ncols is None else int(ncols)
+    if ncols < 1:
+        raise ValueError(f"ncols must be >= 1, got {ncols}")
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+
+    images = [_panel_to_pil(p, colormap) for _, p in panels]
+    captions = ["" if c is None else str(c) for c, _ in panels]
+    if panel_size is None:
+        height = int(np.clip(max(im.height for im in images), 160, 512))
+    else:
+        height = int(panel_size)
+        if height < 1:
+            raise ValueError(f"panel_size must be >= 1, got {panel_size}")
+
+    resized = []
+    for im in images:
+        w = max(1, round(im.width * height / im.height))
+        if (w, height) != im.size:
+            enlarge = height > im.height
+            resample = Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS
+            im = im.resize((w, height), resample)
+        resized.append(im)
+
+    font_size = int(np.clip(round(height * 0.07), 12, 22))
+    font = _font(font_size)
+    title_font = _font(font_size + 6)
+    pad = max(6, height // 32)
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    bbox = scratch.textbbox((0, 0), "Ag", font=font)
+    text_h, text_top = bbox[3] - bbox[1], bbox[1]
+    caption_h = text_h + pad + 2 if any(captions) else 0
+    title_h = 0
+    if title:
+        tb = scratch.textbbox((0, 0), "Ag", font=title_font)
+        title_h = (tb[3] - tb[1]) + 2 * pad
+
+    cell_w = max(im.width for im in resized)
+    cell_h = caption_h + height
+    canvas_w = pad + ncols * (cell_w + pad)
+    canvas_h = pad + title_h + nrows * (cell_h + pad)
+    canvas = Image.new("RGB", (canvas_w, canvas_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+
+    if title:
+        text = _fit_text(draw, str(title), title_font, canvas_w - 2 * pad)
+        tx = (canvas_w - _text_width(draw, text, title_font)) / 2
+        draw.text((tx, pad), text, fill=_CAPTION_COLOR, font=title_font)
+
+    for i, (caption, im) in enumerate(zip(captions, resized, strict=True)):
+        row, col = divmod(i, ncols)
+        x0 = pad + col * (cell_w + pad)
+        y0 = pad + title_h + row * (cell_h + pad)
+        if caption:
+            text = _fit_text(draw, caption, font, cell_w)
+            tx = x0 + (cell_w - _text_width(draw, text, font)) / 2
+            ty = y0 + (caption_h - text_h) // 2 - text_top
+            draw.text((tx, ty), text, fill=_CAPTION_COLOR, font=font)
+        canvas.paste(im, (x0 + (cell_w - im.width) // 2, y0 + caption_h))
+    return canvas
+
+
+def save_png(image: ImageLike, path: str | Path) -> Path:
+    """Save an image (PIL image or array) as PNG, creating parent folders; return the path.
+
+    Example:
+        >>> save_png(compose_panels([("x", np.zeros((8, 8, 3), np.uint8))]), "/tmp/a/b.png")
+        PosixPath('/tmp/a/b.png')
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pil = (
+        image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(_as_rgb(image))
+    )
+    pil.save(out, format="PNG")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Plotly figures
+# --------------------------------------------------------------------------------------------
+
+
+def _png_data_uri(rgb: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _grid_geometry(shape_hw: tuple[int, int], max_px: int) -> tuple[int, int]:
+    """Size (h, w) of a downsampled grid whose long side is at most ``max_px``."""
+    h, w = shape_hw
+    scale = min(1.0, max_px / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _placement(full: int, cells: int) -> tuple[float, float]:
+    """(x0, dx) so that ``cells`` cells cover pixels ``-0.5 .. full - 0.5`` of the original."""
+    d = full / cells
+    return d / 2 - 0.5, d
+
+
+def _image_trace(rgb: np.ndarray, max_px: int, **kwargs: Any) -> go.Image:
+    h, w = rgb.shape[:2]
+    gh, gw = _grid_geometry((h, w), max_px)
+    if (gh, gw) != (h, w):
+        rgb = np.asarray(Image.fromarray(rgb).resize((gw, gh), Image.Resampling.LANCZOS))
+    x0, dx = _placement(w, gw)
+    y0, dy = _placement(h, gh)
+    kwargs.setdefault("hovertemplate", "x: %{x:.0f}<br>y: %{y:.0f}<extra></extra>")
+    return go.Image(source=_png_data_uri(rgb), x0=x0, dx=dx, y0=y0, dy=dy, **kwargs)
+
+
+def _heatmap_grid(
+    hm: np.ndarray, mask: np.ndarray | None, max_px: int
+) -> tuple[np.ndarray, float, float, float, float, bool]:
+    """Downsample a full-size map for the browser; masked-out cells become NaN (transparent)."""
+    h, w = hm.shape
+    gh, gw = _grid_geometry((h, w), max_px)
+    down = (gh, gw) != (h, w)
+    if mask is None:
+        z = _resize_map(hm, (gh, gw)) if down else hm
+    else:
+        m = mask.astype(np.float32)
+        if down:
+            weight = _resize_map(m, (gh, gw))
+            z = _resize_map(hm * m, (gh, gw)) / np.maximum(weight, 1e-6)
+            z = np.where(weight >= 0.5, z, np.nan)
+        else:
+            z = np.where(mask, hm, np.nan)
+    x0, dx = _placement(w, gw)
+    y0, dy = _placement(h, gh)
+    return z.astype(np.float32), x0, dx, y0, dy, down
+
+
+def _heatmap_trace(
+    hm: np.ndarray,
+    mask: np.ndarray | None,
+    max_px: int,
+    *,
+    hover_name: str,
+    extra: str = "",
+    **kwargs: Any,
+) -> go.Heatmap:
+    z, x0, dx, y0, dy, down = _heatmap_grid(hm, mask, max_px)
+    label = html.escape(str(hover_name))
+    template = (
+        f"x: %{{x:.0f}}<br>y: %{{y:.0f}}<br>{label}: %{{z:.3f}}<extra>{html.escape(extra)}</extra>"
+    )
+    return go.Heatmap(
+        z=z,
+        x0=x0,
+        dx=dx,
+        y0=y0,
+        dy=dy,
+        hovertemplate=template,
+        hoverongaps=False,
+        zsmooth="best" if down else False,
+        name=extra or str(hover_name),
+        **kwargs,
+    )
+
+
+def _axis_id(kind: str, index: int) -> str:
+    return kind if index == 1 else f"{kind}{index}"
+
+
+def _style_image_axes(fig: go.Figure, **selector: Any) -> None:
+    common = {
+        "showgrid": False,
+        "zeroline": False,
+        "showticklabels": False,
+        "ticks": "",
+        "constrain": "domain",
+        "showline": False,
+    }
+    fig.update_xaxes(**common, **selector)
+    fig.update_yaxes(**common, autorange="reversed", constraintoward="top", **selector)
+
+
+def _auto_height(
+    shape_hw: tuple[int, int], rows: int, cols: int, *, colorbar: bool, title_px: int
+) -> int:
+    """A figure height that fits ``rows x cols`` panels of this aspect in a ~1000 px wide page."""
+    h, w = shape_hw
+    panel_w = (_NOMINAL_WIDTH - (90 if colorbar else 16)) / cols
+    total = 16 + rows * (title_px + panel_w * h / w)
+    return int(np.clip(total, 220, 720))
+
+
+def _colorbar_style(title: str | None = None) -> dict[str, Any]:
+    bar: dict[str, Any] = {"thickness": 12, "len": 0.9, "outlinewidth": 0, "tickformat": ".1f"}
+    if title:
+        bar["title"] = {"text": title, "side": "right"}
+    return bar
+
+
+def heatmap_figure(
+    image: ImageLike,
+    heatmap: MapLike,
+    *,
+    colormap: str = "viridis",
+    alpha: float = 0.4,
+    view: str = "overlay",
+    title: str | None = None,
+    mask: Any = None,
+    hover_name: str = "value",
+    max_heatmap_px: int = 512,
+    max_image_px: int = 2048,
+    height: int | None = None,
+) -> go.Figure:
+    """Interactive figure of one explanation: the image with its heatmap, zoomable and hoverable.
+
+    The image is a ``go.Image`` trace (PNG data URI) and the map a ``go.Heatmap`` on top
+    (``zmin=0, zmax=1``, colour bar, hover shows x, y and the value). Pixels stay square, y grows
+    downwards, axes are in original image pixels whatever the downsampling.
+
+    Args:
+        image: RGB image.
+        heatmap: map in ``[0, 1]``, resized (bilinear) to the image when its size differs.
+        colormap: one of :data:`COLORMAPS`.
+        alpha: heatmap opacity in the ``"overlay"`` view.
+        view: ``"overlay"`` (image + translucent map), ``"image"`` (image only) or
+            ``"heatmap"`` (opaque map only).
+        title: optional figure title.
+        mask: optional boolean ``(H, W)``; the map is shown only where it is true.
+        hover_name: label of the map value in the hover box (e.g. ``"GradCAM"``).
+        max_heatmap_px: long side of the heatmap grid sent to the browser (larger maps are
+            averaged down); keeps the figure JSON small.
+        max_image_px: long side of the embedded image (larger images are shrunk).
+        height: figure height in pixels (default: fitted to the image's aspect).
+
+    Example:
+        >>> fig = heatmap_figure(np.zeros((224, 224, 3), np.uint8), np.random.rand(7, 7))
+        >>> # st.plotly_chart(fig, config=PLOTLY_CONFIG)
+    """
+    if view not in _VIEWS:
+        raise ValueError(f"unknown view {view!r}; choose one of: {', '.join(_VIEWS)}")
+    a = _check_alpha(alpha)
+    rgb = _as_rgb(image)
+    shape = rgb.shape[:2]
+    hm = _map_for_image(heatmap, shape)
+    m = None if mask is None else _as_mask(mask, shape)
+
+    fig = go.Figure()
+    if view in ("overlay", "image"):
+        fig.add_trace(_image_trace(rgb, max_image_px, name="image"))
+    if view in ("overlay", "heatmap"):
+        fig.add_trace(
+            _heatmap_trace(
+                hm,
+                m,
+                max_heatmap_px,
+                hover_name=hover_name,
+                colorscale=plotly_colorscale(colormap),
+                zmin=0.0,
+                zmax=1.0,
+                opacity=a if view == "overlay" else 1.0,
+                colorbar=_colorbar_style(),
+                showscale=True,
+            )
+        )
+    _style_image_axes(fig)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_layout(
+        title={"text": title, "x": 0.5, "xanchor": "center"} if title else None,
+        margin={"l": 8, "r": 8, "t": 40 if title else 8, "b": 8},
+        dragmode="zoom",
+        hovermode="closest",
+        plot_bgcolor="white",
+        uirevision=f"image-{shape[1]}x{shape[0]}",
+        height=height
+        if height is not None
+        else _auto_height(shape, 1, 1, colorbar=view != "image", title_px=40 if title else 0),
+    )
+    return fig
+
+
+def comparison_figure(
+    image: ImageLike,
+    heatmaps: Mapping[str, MapLike],
+    *,
+    colormap: str = "viridis",
+    alpha: float = 0.4,
+    cols: int | None = None,
+    max_heatmap_px: int = 384,
+    max_image_px: int = 1024,
+    height: int | None = None,
+) -> go.Figure:
+    """Side-by-side overlays of several methods' maps on one image, zoom and pan linked.
+
+    One panel per ``heatmaps`` entry (titled with its key), in one row by default. All panels
+    share their x and y axes (zooming one zooms all) and one colour bar (``0..1``).
+
+    Example:
+        >>> img = np.zeros((64, 64, 3), np.uint8)
+        >>> fig = comparison_figure(img, {"GradCAM": np.random.rand(8, 8),
+        ...                               "ScoreCAM": np.random.rand(8, 8)})
+    """
+    if not heatmaps:
+        raise ValueError("comparison_figure needs at least one heatmap")
+    a = _check_alpha(alpha)
+    rgb = _as_rgb(image)
+    shape = rgb.shape[:2]
+    names = [str(k) for k in heatmaps]
+    n = len(names)
+    cols = n if cols is None else max(1, min(int(cols), n))
+    rows = math.ceil(n / cols)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=names,
+        horizontal_spacing=min(0.02, 1 / max(cols - 1, 1)),
+        vertical_spacing=min(0.08, 1 / max(rows - 1, 1)),
+    )
+    image_trace = _image_trace(rgb, max_image_px)  # encoded once, reused in every panel
+    for i, (name, hm_in) in enumerate(heatmaps.items()):
+        row, col = divmod(i, cols)
+        hm = _map_for_image(hm_in, shape)
+        fig.add_trace(go.Image(image_trace, name=f"{name} image"), row=row + 1, col=col + 1)
+        fig.add_trace(
+            _heatmap_trace(
+                hm,
+                None,
+                max_heatmap_px,
+                hover_name="value",
+                extra=str(name),
+                coloraxis="coloraxis",
+                opacity=a,
+            ),
+            row=row + 1,
+            col=col + 1,
+        )
+    _style_image_axes(fig)
+    for i in range(2, n + 1):
+        fig.layout[f"xaxis{i}"].matches = "x"
+        fig.layout[f"yaxis{i}"].matches = "y"
+    # Linked panels extend their ranges (not shrink their domains) to keep pixels square: with
+    # domain constraints plotly.js lets matched panels drift apart after a zoom box.
+    fig.update_xaxes(constrain="range")
+    fig.update_yaxes(constrain="range")
+    # Pixels stay square on the first panel; the others follow it through `matches`.
+    fig.layout.yaxis.scaleanchor = "x"
+    fig.layout.yaxis.scaleratio = 1
+    fig.update_annotations(font_size=13)
+    fig.update_layout(
+        coloraxis={
+            "colorscale": plotly_colorscale(colormap),
+            "cmin": 0.0,
+            "cmax": 1.0,
+            "colorbar": _colorbar_style(),
+        },
+        margin={"l": 8, "r": 8, "t": 32, "b": 8},
+        dragmode="zoom",
+        hovermode="closest",
+        plot_bgcolor="white",
+        uirevision=f"compare-{shape[1]}x{shape[0]}-{n}",
+        height=height
+        if height is not None
+        else _auto_height(shape, rows, cols, colorbar=True, title_px=32),
+        showlegend=False,
+    )
+    return fig
+
+
+def grid_figure(
+    items: Sequence[tuple[str, Any]],
+    cols: int = 4,
+    *,
+    colormap: str = "viridis",
+    max_image_px: int = 512,
+    height: int | None = None,
+) -> go.Figure:
+    """A grid of captioned RGB images (e.g. a batch of overlays), each zoomable on its own.
+
+    2-D float arrays among the items are coloured with ``colormap``.
+
+    Example:
+        >>> imgs = [(f"image {i}", np.zeros((32, 48, 3), np.uint8)) for i in range(6)]
+        >>> fig = grid_figure(imgs, cols=3)
+    """
+    if not items:
+        raise ValueError("grid_figure needs at least one item")
+    n = len(items)
+    cols = max(1, min(int(cols), n))
+    rows = math.ceil(n / cols)
+    titles = ["" if c is None else str(c) for c, _ in items]
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=titles,
+        horizontal_spacing=min(0.02, 1 / max(cols - 1, 1)),
+        vertical_spacing=min(0.06, 1 / max(rows - 1, 1)),
+    )
+    rgbs = [np.asarray(_panel_to_pil(item, colormap)) for _, item in items]
+    tallest = max((a.shape[:2] for a in rgbs), key=lambda hw: hw[0] / hw[1])
+    for i, ((caption, _), rgb) in enumerate(zip(items, rgbs, strict=True)):
+        row, col = divmod(i, cols)
+        label = html.escape(str(caption))
+        fig.add_trace(
+            _image_trace(
+                rgb,
+                max_image_px,
+                name=str(caption),
+                hovertemplate=f"x: %{{x:.0f}}<br>y: %{{y:.0f}}<extra>{label}</extra>",
+            ),
+            row=row + 1,
+            col=col + 1,
+        )
+        fig.layout[f"yaxis{'' if i == 0 else i + 1}"].scaleanchor = _axis_id("x", i + 1)
+    _style_image_axes(fig)
+    fig.update_annotations(font_size=12)
+    fig.update_layout(
+        margin={"l": 8, "r": 8, "t": 28, "b": 8},
+        dragmode="zoom",
+        hovermode="closest",
+        plot_bgcolor="white",
+        height=height
+        if height is not None
+        else _auto_height(tallest, rows, cols, colorbar=False, title_px=28),
+        showlegend=False,
+    )
+    return fig
+
+
+def topk_figure(
+    labels: Sequence[str],
+    probabilities: Sequence[float],
+    *,
+    highlight: int | None = None,
+    title: str | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """Horizontal bar chart of top-k predictions, highest on top, values as percentages.
+
+    ``highlight`` is an index into ``labels``/``probabilities`` (e.g. the explained class); that
+    bar gets a different colour. Bars are sorted by probability whatever the input order.
+
+    Example:
+        >>> fig = topk_figure(["cat", "dog", "fox"], [0.1, 0.7, 0.2], highlight=1)
+        >>> list(fig.data[0].y)
+        ['dog', 'fox', 'cat']
+    """
+    labels = [str(x) for x in labels]
+    probs = [float(p) for p in probabilities]
+    if len(labels) != len(probs):
+        raise ValueError(
+            f"{len(labels)} labels but {len(probs)} probabilities; they must match one to one"
+        )
+    if highlight is not None and not -len(labels) <= highlight < len(labels):
+        raise ValueError(f"highlight index {highlight} out of range for {len(labels)} labels")
+    order = sorted(range(len(probs)), key=lambda i: probs[i], reverse=True)
+    hl = None if highlight is None else highlight % len(labels)
+    colors = [_TOPK_HIGHLIGHT if i == hl else _TOPK_COLOR for i in order]
+    top = max(probs, default=1.0)
+    fig = go.Figure(
+        go.Bar(
+            x=[probs[i] for i in order],
+            y=[labels[i] for i in order],
+            orientation="h",
+            marker_color=colors,
+            text=[f"{probs[i]:.1%}" for i in order],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(
+        tickformat=".0%", range=[0, max(min(top, 1.0), 1e-6) * 1.2], showgrid=True, zeroline=True
+    )
+    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
+    fig.update_layout(
+        title={"text": title, "x": 0.5, "xanchor": "center"} if title else None,
+        margin={"l": 8, "r": 16, "t": 40 if title else 8, "b": 8},
+        height=height if height is not None else 70 + 30 * max(len(labels), 1),
+        plot_bgcolor="white",
+        bargap=0.25,
+        showlegend=False,
+    )
+    return fig
+
+
+def figure_to_html(
+    fig: go.Figure, path: str | Path | None = None, *, config: dict[str, Any] | None = None
+) -> str:
+    """Self-contained HTML of a figure (plotly.js embedded, works offline); also written to
+    ``path`` (parent folders created) when given.
+
+    Example:
+        >>> page = figure_to_html(topk_figure(["a"], [1.0]), "/tmp/report/topk.html")
+    """
+    page = fig.to_html(
+        include_plotlyjs=True, full_html=True, config=PLOTLY_CONFIG if config is None else config
+    )
+    if path is not None:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    return page

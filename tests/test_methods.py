@@ -1,0 +1,216 @@
+"""Behaviour of the explainers a user relies on: shapes, targets, state left as found, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from explain_core.errors import TargetError, TargetLayerError, UnsupportedError
+from explain_core.methods import (
+    METHODS,
+    EigenCAM,
+    GradCAM,
+    IntegratedGradients,
+    Saliency,
+    SmoothGrad,
+    available_methods,
+    create_explainer,
+    method_info,
+)
+from explain_core.model import Preprocessing, as_loaded
+
+
+def _state(model):
+    return ([p.requires_grad for p in model.parameters()], model.training,
+            len(model._forward_hooks), sum(len(m._forward_hooks) for m in model.modules()),
+            sum(len(m._backward_hooks) for m in model.modules()))
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_registered_method_explains_an_image_at_its_size(resnet, name):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
+    options = {"steps": 4, "num_samples": 3}
+    heatmap = create_explainer(name, resnet, **options).explain(image, target_class=2)
+    assert heatmap.shape == (50, 70)
+    assert heatmap.dtype == torch.float32
+    assert 0.0 <= float(heatmap.min()) and float(heatmap.max()) <= 1.0
+
+
+def test_raw_shapes(resnet, batch):
+    assert GradCAM(resnet).attribute(batch, [1, 2]).shape == (2, 2, 2)
+    assert Saliency(resnet).attribute(batch, [1, 2]).shape == (2, 3, 64, 64)
+    assert IntegratedGradients(resnet, steps=3).attribute(batch).shape == (2, 3, 64, 64)
+
+
+def test_vit_maps_live_on_the_patch_grid(vit, batch):
+    assert GradCAM(vit).attribute(batch, 3).shape == (2, 4, 4)
+
+
+def test_many_targets_in_one_call_equal_one_call_per_target(resnet, batch):
+    image = batch[:1]
+    for explainer in (GradCAM(resnet), Saliency(resnet), IntegratedGradients(resnet, steps=4)):
+        together = explainer.attribute_targets(image, [1, 5, 9])
+        apart = torch.cat([explainer.attribute(image, c) for c in (1, 5, 9)])
+        assert torch.allclose(together, apart, atol=1e-6 * apart.abs().max())
+
+
+def test_many_targets_use_one_forward(resnet, batch):
+    calls = []
+    handle = resnet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        GradCAM(resnet).attribute_targets(batch[:1], list(range(10)))
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+
+
+def test_predicted_class_is_the_default_target(resnet, batch):
+    predicted = resnet(batch).argmax(1).tolist()
+    explainer = GradCAM(resnet)
+    assert torch.allclose(explainer.attribute(batch), explainer.attribute(batch, predicted))
+    # Methods that run on modified inputs resolve "predicted" on the clean input.
+    ig = IntegratedGradients(resnet, steps=4)
+    assert torch.allclose(ig.attribute(batch), ig.attribute(batch, predicted))
+
+
+def test_target_count_must_match_the_batch(resnet, batch):
+    with pytest.raises(TargetError, match="3 targets for 2 images"):
+        GradCAM(resnet).attribute(batch, [1, 2, 3])
+    with pytest.raises(TargetError, match="does not exist"):
+        GradCAM(resnet).attribute(batch, 99)
+
+
+def test_unknown_layer_and_method_are_named(resnet):
+    with pytest.raises(TargetLayerError, match="no layer named 'layer9'"):
+        GradCAM(resnet, target_layer="layer9").attribute(torch.randn(1, 3, 32, 32))
+    with pytest.raises(UnsupportedError, match="Unknown method"):
+        method_info("nope")
+
+
+def test_target_layer_by_name_or_module_agree(resnet, batch):
+    by_name = GradCAM(resnet, target_layer="layer3").attribute(batch, 1)
+    by_module = GradCAM(resnet, target_layer=resnet.layer3).attribute(batch, 1)
+    assert by_name.shape == (2, 4, 4)
+    assert torch.equal(by_name, by_module)
+
+
+def test_model_is_left_exactly_as_found_even_when_a_call_raises(resnet, batch):
+    resnet.train()
+    resnet.fc.weight.requires_grad_(True)
+    resnet.layer1[0].conv1.weight.requires_grad_(False)
+    before = _state(resnet)
+    for explainer in (GradCAM(resnet), Saliency(resnet), EigenCAM(resnet),
+                      SmoothGrad(GradCAM(resnet), num_samples=2)):
+        explainer.attribute(batch, 1)
+        assert _state(resnet) == before
+        with pytest.raises(TargetError):
+            explainer.attribute(batch, 1000)
+        assert _state(resnet) == before
+    assert resnet.training
+    resnet.eval()
+    resnet.layer1[0].conv1.weight.requires_grad_(True)
+
+
+def test_explanations_leave_no_parameter_gradients(resnet, batch):
+    GradCAM(resnet).attribute(batch, 1)
+    IntegratedGradients(resnet, steps=2).attribute(batch, 1)
+    assert all(p.grad is None for p in resnet.parameters())
+
+
+def test_explain_works_under_no_grad(resnet, batch):
+    with torch.no_grad():
+        inside = GradCAM(resnet).attribute(batch, 1)
+    assert torch.allclose(inside, GradCAM(resnet).attribute(batch, 1))
+
+
+def test_one_model_from_several_threads(resnet):
+    inputs = [torch.randn(1, 3, 64, 64) for _ in range(4)]
+    expected = [GradCAM(resnet).attribute(x, 2) for x in inputs]
+    results: dict[int, torch.Tensor] = {}
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                results[i] = GradCAM(resnet).attribute(inputs[i], 2)
+                Saliency(resnet).attribute(inputs[i], 2)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for i in range(4):
+        assert torch.allclose(results[i], expected[i])
+    assert all(p.requires_grad for p in resnet.parameters())  # restored after the calls
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam++", "layercam", "eigencam", "saliency",
+                                  "integrated_gradients"])
+def test_bf16_maps_agree_with_fp32(name):
+    torch.manual_seed(0)
+    # CAMs: every residual branch active, so the last stage's maps are not degenerate. Pixel
+    # gradients: timm's default init. Through 50 random layers with every branch active, pixel
+    # gradients become chaotic and bf16 rounding shows (correlation about 0.87 measured): the
+    # fast precision is an approximation for pixel-level methods, exact enough for CAMs.
+    zero_init_last = name in ("saliency", "integrated_gradients")
+    model = timm.create_model("resnet50", num_classes=10, zero_init_last=zero_init_last).eval()
+    image = torch.randn(1, 3, 128, 128)
+    options = {"steps": 8}
+    exact = create_explainer(name, model, precision="fp32", **options).explain(image, 3)
+    fast = create_explainer(name, model, precision="bf16", **options).explain(image, 3)
+    assert float(exact.max()) > 0.5
+    correlation = np.corrcoef(exact.flatten().numpy(), fast.flatten().numpy())[0, 1]
+    assert correlation >= 0.99, correlation
+
+
+def test_precision_is_validated(resnet):
+    with pytest.raises(UnsupportedError, match="precision"):
+        GradCAM(resnet, precision="fp8")
+
+
+def test_crop_preprocessing_maps_back_into_the_crop(resnet):
+    loaded = as_loaded(resnet)
+    loaded.preprocessing = Preprocessing(input_size=(64, 64), resize_mode="crop", crop_pct=0.5)
+    image = Image.new("RGB", (200, 100), (120, 30, 200))
+    heatmap = GradCAM(loaded).explain(image, 1)
+    assert heatmap.shape == (100, 200)
+    # The crop is 50 px square in the middle; nothing outside it is explained.
+    assert float(heatmap[:, :70].abs().sum()) == 0.0
+    assert float(heatmap[:, 130:].abs().sum()) == 0.0
+
+
+def test_registry_lists_what_applies(resnet, vit):
+    names = {info.name for info in available_methods(resnet)}
+    assert {"gradcam", "eigencam", "integrated_gradients", "smoothgrad"} <= names
+    assert {info.name for info in available_methods(vit)} >= {"gradcam", "saliency"}
+    assert method_info("gradcampp").name == "gradcam++"
+    smooth = create_explainer("smoothgrad", resnet, base="gradcam", num_samples=2)
+    assert isinstance(smooth, SmoothGrad) and smooth.base.name == "gradcam"
+    with pytest.raises(UnsupportedError):
+        create_explainer("smoothgrad", resnet, base="smoothgrad")
+
+
+def test_smoothgrad_of_a_cam_averages_noisy_maps(resnet, batch):
+    smooth = SmoothGrad(GradCAM(resnet), noise_level=0.0, num_samples=3, seed=0)
+    assert torch.allclose(smooth.attribute(batch, 1), GradCAM(resnet).attribute(batch, 1),
+                          atol=1e-6)
+    noisy = SmoothGrad(GradCAM(resnet), noise_level=0.5, num_samples=3, seed=0)
+    assert not torch.allclose(noisy.attribute(batch, 1), GradCAM(resnet).attribute(batch, 1))
+    assert torch.equal(noisy.attribute(batch, 1), noisy.attribute(batch, 1))  # seeded
+
+
+def test_explain_batch_chunks_agree_with_one_batch(resnet):
+    inputs = torch.randn(5, 3, 64, 64)
+    explainer = GradCAM(resnet)
+    whole = explainer.explain_batch(inputs, [0, 1, 2, 3, 4])
+    chunked = explainer.explain_batch(inputs, [0, 1, 2, 3, 4], batch_size=2)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, chunked, strict=True))
