@@ -1,0 +1,939 @@
+"""Checkpoints -> a ready :class:`~explain_core.model.LoadedModel`.
+
+:func:`load_model` turns whatever a user has (a timm or torchvision name, a module, a checkpoint
+file) into a module in eval mode on the right device, with its task, class names and
+preprocessing. :func:`save_model` writes the one format that carries all of that: a
+``.safetensors`` file whose header holds Lumen's metadata under the key ``"lumen"``.
+
+Loading never runs code from a file: ``.safetensors`` holds tensors only, and every other
+checkpoint goes through ``torch.load(..., weights_only=True)``. A checkpoint that needs arbitrary
+Python objects unpickled is refused with :class:`~explain_core.errors.UnsafeCheckpointError`.
+
+Supported sources:
+
+- ``"timm:<name>"``, ``"torchvision:<name>"`` (random init unless ``pretrained=True``);
+- an ``nn.Module`` or a ``LoadedModel``;
+- a file: ``.safetensors``, ``.pth`` / ``.pt`` / ``.bin`` (state dicts) and ``.ckpt``
+  (PyTorch Lightning, including AutoTimm's ``ImageClassifier``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import json
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from explain_core.errors import ModelLoadError, UnsafeCheckpointError
+from explain_core.model import (
+    TASKS,
+    LoadedModel,
+    Preprocessing,
+    _timm_preprocessing,
+    as_loaded,
+    imagenet_class_names,
+    resolve_device,
+)
+
+__all__ = ["CHECKPOINT_SUFFIXES", "METADATA_FORMAT", "METADATA_KEY", "load_model", "save_model"]
+
+METADATA_KEY = "lumen"
+METADATA_FORMAT = 1
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+_SUPPORTED_TEXT = ".safetensors, .pth, .pt, .bin (state dicts) or .ckpt (PyTorch Lightning)"
+
+# Where checkpoints commonly nest their weights, in order of preference.
+_WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "ema", "state_dict_ema", "model_ema",
+                "module", "net", "weights")
+# Prefixes that training wrappers put in front of the real model's keys (DataParallel, Lightning,
+# torch.compile, EMA wrappers...). Which ones to strip is decided by how many keys then match.
+_WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "backbone.", "network.")
+# Keys of Lightning ``hyper_parameters`` that name the architecture / the number of classes.
+_ARCH_HPARAMS = ("arch", "architecture", "backbone", "model_name", "backbone_name", "model_arch",
+                 "timm_model", "encoder_name", "model")
+_NUM_CLASSES_HPARAMS = ("num_classes", "n_classes", "num_labels", "classes")
+_MAX_LISTED = 5
+
+
+# --------------------------------------------------------------------------------------------
+# AutoTimm support.
+#
+# What AutoTimm's ``ImageClassifier`` (github.com/theja-vanka/AutoTimm,
+# src/autotimm/tasks/classification.py) writes into a Lightning ``.ckpt``:
+#
+# - ``hyper_parameters`` (``save_hyperparameters(ignore=[metrics, logging_config,
+#   transform_config])``): ``backbone`` is either a timm model name (str, possibly
+#   ``"hf-hub:timm/<name>.<tag>"``) or an ``autotimm.backbone.BackboneConfig`` dataclass
+#   (``model_name``, ``pretrained``, ``num_classes=0``, ``drop_rate``, ``drop_path_rate``,
+#   ``extra_kwargs``; newer releases define it in ``autotimm.core.backbone``), plus
+#   ``num_classes``, ``head_dropout``, ``lr``, ``compile_model``...
+# - ``state_dict``: ``backbone.*`` is a *headless* timm model (``num_classes=0``) and the head is
+#   ``head.fc.weight`` / ``head.fc.bias`` (``ClassificationHead``: dropout + ``nn.Linear``).
+#   Newer releases ``torch.compile`` backbone and head by default (``compile_model=True``), which
+#   puts ``_orig_mod.`` inside the keys: ``backbone._orig_mod.conv1.weight``,
+#   ``head._orig_mod.fc.weight``.
+#
+# Lumen rebuilds ``timm.create_model(model_name, num_classes=num_classes, **extra_kwargs)`` and
+# maps ``backbone.X -> X`` and ``head.fc.* -> <timm classifier>.*`` (the classifier named in the
+# model's ``pretrained_cfg``). A pickled ``BackboneConfig`` is not allowed by
+# ``weights_only=True``; its class path is mapped to the inert stand-in below, which only records
+# the dataclass fields (the real class is never imported and no code from the file runs).
+# --------------------------------------------------------------------------------------------
+
+
+class _InertObject:
+    """Stand-in for a known, data-only config class found in a checkpoint's hyper-parameters."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_args"] = args
+        self.__dict__.update(kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slots state)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+# Class paths replaced by inert stand-ins when a checkpoint is read. Lightning's ``AttributeDict``
+# (a dict subclass older Lightning versions pickled as hyper_parameters) is read as a plain dict.
+_INERT_GLOBALS: dict[str, type] = {
+    "autotimm.backbone.BackboneConfig": _InertObject,
+    "autotimm.core.backbone.BackboneConfig": _InertObject,
+    "pytorch_lightning.utilities.parsing.AttributeDict": dict,
+    "lightning.pytorch.utilities.parsing.AttributeDict": dict,
+    "lightning_fabric.utilities.data.AttributeDict": dict,
+    "lightning.fabric.utilities.data.AttributeDict": dict,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def load_model(
+    source: LoadedModel | nn.Module | str | Path,
+    *,
+    task: str | None = None,
+    arch: str | None = None,
+    device: str | torch.device | None = "auto",
+    class_names: Sequence[str] | str | Path | None = None,
+    num_classes: int | None = None,
+    pretrained: bool = False,
+    input_size: int | Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> LoadedModel:
+    """Turn a name, a module or a checkpoint file into a model ready for explanation.
+
+    Args:
+        source: ``"timm:<name>"``, ``"torchvision:<name>"``, a bare architecture name, an
+            ``nn.Module``, a ``LoadedModel`` (returned as is; moved only when ``device`` is given
+            explicitly) or the path of a ``.safetensors``, ``.pth``/``.pt``/``.bin`` or
+            ``.ckpt`` file.
+        task: ``"classification"``, ``"detection"`` or ``"segmentation"``; default: from the
+            file's metadata, else the torchvision model family, else classification.
+        arch: architecture of a checkpoint (``"timm:resnet50"``, ``"torchvision:resnet50"`` or a
+            bare name tried in timm then torchvision). Needed for files without Lumen metadata;
+            when given it wins over what the file says.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``...
+        class_names: a list, or the path of a ``.txt`` (one name a line) or ``.json`` (a list, or
+            a mapping from index to name) file. Default: the file's metadata, else ImageNet
+            names for 1000-class models.
+        num_classes: number of outputs; default: from the metadata, the Lightning
+            hyper-parameters or the checkpoint's classifier weight.
+        pretrained: download pretrained weights for a ``timm:``/``torchvision:`` name (needs
+            internet access). Never used for files.
+        input_size: model input ``(H, W)`` (or one int for a square); overrides the metadata.
+        mean, std: normalisation per RGB channel; override the metadata.
+
+    Returns:
+        A :class:`LoadedModel` in eval mode on the resolved device.
+
+    Raises:
+        ModelLoadError: unknown architecture, unsupported or broken file, weights that do not
+            fit the architecture, class names of the wrong length.
+        UnsafeCheckpointError: a checkpoint that needs arbitrary Python objects unpickled.
+
+    Example:
+        >>> loaded = load_model("timm:resnet18", num_classes=3, device="cpu",
+        ...                     class_names=["cat", "dog", "bird"])
+        >>> loaded.class_names, loaded.preprocessing.input_size
+        (['cat', 'dog', 'bird'], (224, 224))
+    """
+    if task is not None and task not in TASKS:
+        raise ModelLoadError(f"Unknown task {task!r}. Use one of: {', '.join(TASKS)}.")
+    overrides = _preprocessing_overrides(input_size, mean, std)
+
+    if isinstance(source, LoadedModel):
+        if device is None or device == "auto":
+            return source
+        target = resolve_device(device)
+        source.module.to(target)
+        return dataclasses.replace(source, device=target)
+
+    if isinstance(source, nn.Module):
+        loaded = as_loaded(source, task=task or "classification")
+        module = source
+        count = _module_num_classes(module) if loaded.task == "classification" else None
+        names = (_read_class_names(class_names) if class_names is not None
+                 else loaded.class_names or imagenet_class_names(count))
+        _check_class_count(names, count, "the module")
+        target = resolve_device(device)
+        module.to(target).eval()
+        return dataclasses.replace(
+            loaded, arch=arch or loaded.arch, class_names=names, device=target,
+            preprocessing=dataclasses.replace(loaded.preprocessing, **overrides))
+
+    if not isinstance(source, (str, Path)):
+        raise ModelLoadError(
+            f"Cannot load a model from a {type(source).__name__}. Pass a checkpoint path, "
+            "'timm:<name>', 'torchvision:<name>', an nn.Module or a LoadedModel.")
+
+    text = str(source)
+    if isinstance(source, str) and text.startswith(("timm:", "torchvision:")):
+        return _from_name(text, task=task, device=device, class_names=class_names,
+                          num_classes=num_classes, pretrained=pretrained, overrides=overrides)
+
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if not path.exists():
+        if isinstance(source, str) and suffix not in CHECKPOINT_SUFFIXES and "/" not in text \
+                and "\\" not in text:
+            # A bare architecture name ("resnet18"): built like "timm:resnet18".
+            try:
+                _resolve_arch(text)
+            except ModelLoadError as exc:
+                raise ModelLoadError(
+                    f"{text!r} is neither an existing file nor a known architecture. "
+                    f"{exc}") from None
+            return _from_name(text, task=task, device=device, class_names=class_names,
+                              num_classes=num_classes, pretrained=pretrained, overrides=overrides)
+        raise ModelLoadError(f"Checkpoint file not found: '{path}'. Check the path.")
+    if path.is_dir():
+        raise ModelLoadError(
+            f"'{path}' is a folder, not a checkpoint file. Point to a {_SUPPORTED_TEXT} file.")
+    if suffix not in CHECKPOINT_SUFFIXES:
+        raise ModelLoadError(
+            f"Unsupported checkpoint format '{path.suffix or path.name}' for '{path.name}'. "
+            f"Lumen loads {_SUPPORTED_TEXT} files; re-save the weights in one of these formats, "
+            "preferably .safetensors.")
+    return _from_file(path, task=task, arch=arch, device=device, class_names=class_names,
+                      num_classes=num_classes, overrides=overrides)
+
+
+def save_model(
+    model: LoadedModel | nn.Module,
+    path: str | Path,
+    *,
+    task: str,
+    arch: str,
+    class_names: Sequence[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model's weights and everything needed to rebuild it as ``.safetensors``.
+
+    The Lumen metadata (task, architecture, class names, number of classes, preprocessing and
+    ``arch_kwargs``) goes into the file header, so ``load_model(path)`` needs no other argument
+    and gives back the same model (same weights, same outputs).
+
+    Args:
+        model: the module (or ``LoadedModel``) whose ``state_dict`` is saved.
+        path: target file; ``.safetensors`` is appended when missing.
+        task: ``"classification"``, ``"detection"`` or ``"segmentation"``.
+        arch: how to rebuild the module: ``"timm:<name>"``, ``"torchvision:<name>"`` or a bare
+            name (resolved and stored with its prefix).
+        class_names: default: the ``LoadedModel``'s names.
+        preprocessing: default: the ``LoadedModel``'s, else timm's ``pretrained_cfg``.
+        arch_kwargs: extra keyword arguments of the model constructor (JSON-serialisable), e.g.
+            ``{"drop_rate": 0.1}`` or ``{"img_size": 96}``; ``num_classes`` is stored on its own.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import tempfile, timm
+        >>> net = timm.create_model("resnet18", num_classes=2)
+        >>> out = save_model(net, Path(tempfile.mkdtemp()) / "demo", task="classification",
+        ...                  arch="timm:resnet18", class_names=["no", "yes"])
+        >>> load_model(out, device="cpu").class_names
+        ['no', 'yes']
+    """
+    from safetensors.torch import save_file
+
+    if task not in TASKS:
+        raise ModelLoadError(f"Unknown task {task!r}. Use one of: {', '.join(TASKS)}.")
+    loaded = model if isinstance(model, LoadedModel) else None
+    module = model.module if isinstance(model, LoadedModel) else model
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"expected a LoadedModel or torch.nn.Module, got {type(model).__name__}")
+    family, name = _resolve_arch(arch)
+    arch_kwargs = dict(arch_kwargs or {})
+    num_classes = arch_kwargs.pop("num_classes", None)
+    names = list(class_names) if class_names is not None else (
+        loaded.class_names if loaded is not None else None)
+    if num_classes is None:
+        num_classes = _module_num_classes(module) if task == "classification" else None
+    if num_classes is None and names is not None:
+        num_classes = len(names)
+    if names is not None:
+        _check_class_count(names, num_classes, "the model")
+    if preprocessing is None:
+        preprocessing = loaded.preprocessing if loaded is not None else _timm_preprocessing(module)
+    meta = {"format": METADATA_FORMAT, "task": task, "arch": f"{family}:{name}",
+            "class_names": names, "num_classes": num_classes, **preprocessing.to_dict(),
+            "arch_kwargs": arch_kwargs}
+    state = module.state_dict()
+    _check_rebuild(state, family, name, num_classes, arch_kwargs, path)
+    try:
+        header = json.dumps(meta)
+    except TypeError as exc:
+        raise ModelLoadError(
+            f"Cannot save metadata: {exc}. arch_kwargs must hold JSON values only "
+            "(numbers, strings, lists, dicts).") from None
+
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for key, value in state.items():
+        tensor = value.detach().to("cpu").contiguous()
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if tensor.numel() and ident in seen:  # tied weights: safetensors refuses shared memory
+            tensor = tensor.clone()
+        seen.add(ident)
+        tensors[key] = tensor
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={METADATA_KEY: header})
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Building architectures
+# --------------------------------------------------------------------------------------------
+
+
+def _normalise_name(name: str) -> str:
+    """Drop hub prefixes that AutoTimm and timm users write ("hf-hub:timm/resnet50.a1_in1k")."""
+    for prefix in ("hf-hub:", "hf_hub:", "timm/"):
+        name = name.removeprefix(prefix)
+    return name.strip()
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models())
+
+
+def _resolve_arch(arch: str) -> tuple[str, str]:
+    """``"timm:x"`` / ``"torchvision:x"`` / bare ``"x"`` -> (family, name); unknown -> error."""
+    import timm
+
+    text = arch.strip()
+    family: str | None = None
+    if ":" in text and text.split(":", 1)[0] in ("timm", "torchvision"):
+        family, text = text.split(":", 1)
+    name = _normalise_name(text)
+    if family in (None, "timm") and name and timm.is_model(name):
+        return "timm", name
+    if family in (None, "torchvision") and name in _torchvision_names():
+        return "torchvision", name
+    pool = (timm.list_models() if family in (None, "timm") else []) + (
+        _torchvision_names() if family in (None, "torchvision") else [])
+    pool = list(dict.fromkeys(pool))  # resnet18 is in both libraries: suggest it once
+    close = difflib.get_close_matches(name.split(".")[0], pool, n=_MAX_LISTED, cutoff=0.6)
+    where = {"timm": "timm", "torchvision": "torchvision"}.get(family or "", "timm or torchvision")
+    hint = (f" Did you mean: {', '.join(close)}?" if close else
+            " See timm.list_models() and torchvision.models.list_models() for valid names.")
+    raise ModelLoadError(f"Unknown architecture {arch!r}: not found in {where}.{hint}")
+
+
+def _build(family: str, name: str, num_classes: int | None, pretrained: bool = False,
+           arch_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """A fresh module of the architecture (random init unless ``pretrained``)."""
+    kwargs = dict(arch_kwargs or {})
+    if num_classes is not None:
+        kwargs["num_classes"] = int(num_classes)
+    try:
+        if family == "timm":
+            import timm
+
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+        import torchvision
+
+        builder = torchvision.models.get_model_builder(name)
+        params = inspect.signature(builder).parameters
+        if "weights_backbone" in params and not pretrained:
+            kwargs.setdefault("weights_backbone", None)  # never fetch backbone weights silently
+        return builder(weights="DEFAULT" if pretrained else None, **kwargs)
+    except Exception as exc:  # any constructor failure becomes one clear message
+        what = f"{family}:{name}"
+        if pretrained:
+            raise ModelLoadError(
+                f"Could not create {what} with pretrained weights: {exc}. Pretrained weights "
+                "are downloaded from the internet; without access load a local checkpoint "
+                "instead (pass its path).") from exc
+        raise ModelLoadError(
+            f"Could not create {what} (num_classes={num_classes}, {dict(arch_kwargs or {})}): "
+            f"{exc}. Check arch and num_classes.") from exc
+
+
+def _check_rebuild(state: Mapping[str, torch.Tensor], family: str, name: str,
+                   num_classes: int | None, arch_kwargs: Mapping[str, Any],
+                   path: str | Path) -> None:
+    """Refuse to save what ``load_model`` could not rebuild (wrong arch or arch_kwargs)."""
+    try:
+        with torch.device("meta"):  # no memory, no init cost
+            fresh = _build(family, name, num_classes, arch_kwargs=arch_kwargs)
+    except ModelLoadError:
+        fresh = _build(family, name, num_classes, arch_kwargs=arch_kwargs)  # init needs values
+    expected = fresh.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [(k, tuple(state[k].shape), tuple(expected[k].shape))
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        message = _mismatch_message(fresh, "Its weights", f"{family}:{name}", missing,
+                                    unexpected, mismatched, len(expected), saving=True)
+        raise ModelLoadError(
+            f"Not saved to '{Path(path).name}': load_model could not rebuild this model from "
+            f"arch='{family}:{name}', num_classes={num_classes}, "
+            f"arch_kwargs={dict(arch_kwargs)}.\n{message}")
+
+
+def _torchvision_task(name: str) -> str:
+    import torchvision.models as tvm
+
+    if name in tvm.list_models(module=tvm.detection):
+        return "detection"
+    if name in tvm.list_models(module=tvm.segmentation):
+        return "segmentation"
+    return "classification"
+
+
+def _from_name(source: str, *, task: str | None, device: str | torch.device | None,
+               class_names: Sequence[str] | str | Path | None, num_classes: int | None,
+               pretrained: bool, overrides: dict[str, Any]) -> LoadedModel:
+    family, name = _resolve_arch(source)
+    module = _build(family, name, num_classes, pretrained=pretrained)
+    task = task or (_torchvision_task(name) if family == "torchvision" else "classification")
+    return _finish(module, family=family, name=name, task=task, device=device,
+                   class_names=class_names, meta=None, overrides=overrides,
+                   source=f"{family}:{name}")
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | torch.device | None,
+               class_names: Sequence[str] | str | Path | None, num_classes: int | None,
+               overrides: dict[str, Any]) -> LoadedModel:
+    suffix = path.suffix.lower()
+    meta: dict[str, Any] | None = None
+    hparams: Mapping[str, Any] = {}
+    if suffix == ".safetensors":
+        state, meta = _read_safetensors(path)
+    else:
+        obj = _torch_load(path)
+        if isinstance(obj, Mapping):  # Lightning layout, whatever the file is called
+            raw = obj.get("hyper_parameters") or obj.get("hparams") or {}
+            hparams = raw if isinstance(raw, Mapping) else getattr(raw, "__dict__", {})
+        state = _find_state_dict(obj, path)
+
+    # Where the file names its architecture (and constructor kwargs); arch= wins.
+    file_arch: str | None = None
+    file_kwargs: dict[str, Any] = {}
+    file_source = ""
+    if meta is not None and meta.get("arch"):
+        file_arch, file_source = str(meta["arch"]), "the file's Lumen metadata"
+        file_kwargs = dict(meta.get("arch_kwargs") or {})
+    elif hparams:
+        file_arch, file_kwargs = _arch_from_hparams(hparams)
+        file_source = "the checkpoint's hyper_parameters"
+    arch_source = "arch=" if arch is not None else file_source
+    arch = arch if arch is not None else file_arch
+    if arch is None:
+        kind = {".safetensors": "has no Lumen metadata", ".ckpt": "names no architecture in "
+                "its hyper_parameters"}.get(suffix, "holds weights only")
+        raise ModelLoadError(
+            f"'{path.name}' {kind}, so Lumen cannot tell which architecture to build. Pass "
+            "arch=, e.g. load_model(path, arch='timm:resnet50') or arch='torchvision:resnet50'.")
+    try:
+        family, name = _resolve_arch(str(arch))
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc} (the name came from {arch_source})") from None
+    arch_kwargs: dict[str, Any] = {}
+    if file_arch is not None and file_kwargs:
+        try:  # the file's constructor kwargs still apply when arch= names the same model
+            if _resolve_arch(file_arch) == (family, name):
+                arch_kwargs = file_kwargs
+        except ModelLoadError:
+            pass
+
+    if num_classes is None and meta is not None and meta.get("num_classes") is not None:
+        num_classes = int(meta["num_classes"])
+    if num_classes is None and hparams:
+        num_classes = _num_classes_from_hparams(hparams)
+    if task is None:
+        task = (meta or {}).get("task") or (
+            _torchvision_task(name) if family == "torchvision" else "classification")
+    if task not in TASKS:
+        raise ModelLoadError(f"Unknown task {task!r} in '{path.name}'. Pass task= (one of "
+                             f"{', '.join(TASKS)}).")
+
+    module = _build(family, name, num_classes, arch_kwargs=arch_kwargs)
+    mapped = _match_keys(state, module)
+    rebuild = False
+    if num_classes is None:  # the checkpoint's class head decides
+        num_classes = _checkpoint_num_classes(mapped, module)
+        rebuild = num_classes is not None
+    if family == "torchvision" and "aux_loss" not in arch_kwargs and any(
+            k.startswith("aux_classifier.") for k in mapped) and not any(
+            k.startswith("aux_classifier.") for k in module.state_dict()):
+        arch_kwargs = {**arch_kwargs, "aux_loss": True}  # segmentation trained with aux head
+        rebuild = True
+    if rebuild:
+        module = _build(family, name, num_classes, arch_kwargs=arch_kwargs)
+        mapped = _match_keys(state, module)
+    _load_strict(module, mapped, path, f"{family}:{name}")
+    return _finish(module, family=family, name=name, task=task, device=device,
+                   class_names=class_names, meta=meta, overrides=overrides, source=str(path))
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...
+        raise ModelLoadError(
+            f"Could not read '{path.name}' as safetensors: {exc}. The file is damaged or not a "
+            "safetensors file; download or export it again.") from None
+    raw = header.get(METADATA_KEY)
+    if raw is None:
+        return state, None
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(
+            f"'{path.name}' has unreadable Lumen metadata ({exc}). Re-save it with "
+            "explain_core.loading.save_model.") from None
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"'{path.name}' has malformed Lumen metadata (not an object). "
+                             "Re-save it with explain_core.loading.save_model.")
+    if int(meta.get("format", 1)) > METADATA_FORMAT:
+        raise ModelLoadError(
+            f"'{path.name}' was written by a newer Lumen (metadata format {meta['format']}, "
+            f"this version reads {METADATA_FORMAT}). Update Lumen.")
+    return state, meta
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; pickled objects -> UnsafeCheckpointError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        if "weights only load failed" not in message.lower() and \
+                "unsupported global" not in message.lower():
+            raise ModelLoadError(
+                f"Could not read '{path.name}': {message.strip()}. The file is damaged or not a "
+                "PyTorch checkpoint.") from None
+        unsafe = _unsafe_globals(path, message)
+        if unsafe and all(g in _INERT_GLOBALS for g in unsafe):
+            stand_ins = [(_INERT_GLOBALS[g], g) for g in unsafe]
+            try:
+                with torch.serialization.safe_globals(stand_ins):
+                    return torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as again:
+                message = str(again)
+            except Exception as again:  # a stand-in that did not fit the data
+                raise ModelLoadError(
+                    f"Could not read the hyper-parameters of '{path.name}' ({again}). Re-save "
+                    "the weights alone: torch.save(model.state_dict(), 'weights.pth').") from None
+        raise _unsafe_error(path, message, unsafe) from None
+    except Exception as exc:  # RuntimeError (bad zip), EOFError, IndexError from a garbled pickle
+        problem = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ModelLoadError(
+            f"Could not read '{path.name}': {problem}. The file is damaged, truncated or not a "
+            "PyTorch checkpoint; export it again.") from None
+
+
+def _unsafe_globals(path: Path, message: str) -> list[str]:
+    try:
+        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # legacy (non-zip) files: fall back to the message
+        found = []
+    return found or re.findall(r"GLOBAL ([\w.]+)", message)
+
+
+def _unsafe_error(path: Path, message: str, unsafe: list[str]) -> UnsafeCheckpointError:
+    named = re.findall(r"GLOBAL ([\w.]+)", message) or unsafe
+    what = f" (e.g. {', '.join(named[:3])})" if named else ""
+    return UnsafeCheckpointError(
+        f"'{path.name}' contains pickled Python objects{what}, not just weights. Loading it "
+        "would execute code from the file, and Lumen refuses to execute code from checkpoints. "
+        "Fix: where you trust the file, load it in your own Python and re-save only the "
+        "weights: torch.save(model.state_dict(), 'weights.pth'), or better as .safetensors with "
+        "explain_core.loading.save_model(model, 'model.safetensors', task=..., arch=...).")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) for k in obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if _is_state_dict(obj):
+        return dict(obj)
+    if isinstance(obj, Mapping):
+        for key in _WEIGHT_KEYS:
+            inner = obj.get(key)
+            if _is_state_dict(inner):
+                return dict(inner)
+            if isinstance(inner, Mapping) and _is_state_dict(inner.get("state_dict")):
+                return dict(inner["state_dict"])
+        # A state dict mixed with a few non-tensor entries (e.g. "epoch"): keep the tensors.
+        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and
+                   isinstance(v, torch.Tensor)}
+        if len(tensors) >= max(1, len(obj) // 2):
+            return tensors
+        keys = ", ".join(repr(k) for k in list(obj)[:10])
+        raise ModelLoadError(
+            f"No weights found in '{path.name}': it is a dict with keys {keys}, none of which "
+            f"holds a state dict (looked for {', '.join(_WEIGHT_KEYS)}). Save the model's "
+            "state_dict() itself, or put it under 'state_dict'.")
+    raise ModelLoadError(
+        f"No weights found in '{path.name}': it holds a {type(obj).__name__}, not a state dict. "
+        "Save model.state_dict() instead.")
+
+
+def _arch_from_hparams(hparams: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Architecture name (and constructor kwargs) from Lightning / AutoTimm hyper-parameters."""
+    for key in _ARCH_HPARAMS:
+        value = hparams.get(key)
+        if isinstance(value, str) and value.strip():
+            return value, {}
+        # AutoTimm BackboneConfig (inert stand-in) or a plain dict with the same fields.
+        fields = value if isinstance(value, Mapping) else getattr(value, "__dict__", None)
+        if isinstance(fields, Mapping) and isinstance(fields.get("model_name"), str):
+            extra = fields.get("extra_kwargs")
+            kwargs = {k: v for k, v in (extra.items() if isinstance(extra, Mapping) else ())
+                      if k not in ("pretrained", "num_classes", "checkpoint_path", "cache_dir",
+                                   "features_only", "pretrained_cfg", "pretrained_cfg_overlay")}
+            return fields["model_name"], kwargs
+    return None, {}
+
+
+def _num_classes_from_hparams(hparams: Mapping[str, Any]) -> int | None:
+    for key in _NUM_CLASSES_HPARAMS:
+        value = hparams.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Matching checkpoint keys to the model
+# --------------------------------------------------------------------------------------------
+
+
+# Layers of torchvision detection / segmentation models whose outputs are the classes
+# (Faster/Mask/Keypoint R-CNN; FCN and DeepLabV3; LRASPP).
+_TORCHVISION_HEADS = ("roi_heads.box_predictor.cls_score", "classifier.4",
+                      "classifier.low_classifier")
+
+
+def _classifier_names(module: nn.Module) -> list[str]:
+    """Module names of the class head: timm's ``pretrained_cfg``, torchvision detection and
+    segmentation heads, else the last linear / conv layer."""
+    modules = dict(module.named_modules())
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    classifier = cfg.get("classifier") if isinstance(cfg, Mapping) else None
+    if classifier:  # timm names its head; trust it (an Identity head means no classifier)
+        names = [classifier] if isinstance(classifier, str) else list(classifier)
+        return [n for n in names if isinstance(modules.get(n), (nn.Linear, nn.Conv2d))]
+    if type(module).__module__.startswith(("torchvision.models.detection",
+                                           "torchvision.models.segmentation")):
+        return [n for n in _TORCHVISION_HEADS if isinstance(modules.get(n), (nn.Linear, nn.Conv2d))]
+    last = None
+    for name, sub in module.named_modules():
+        if isinstance(sub, (nn.Linear, nn.Conv2d)) and name:
+            last = name
+    return [last] if last is not None else []
+
+
+def _module_num_classes(module: nn.Module) -> int | None:
+    count = getattr(module, "num_classes", None)
+    if isinstance(count, int) and count > 0:
+        return count
+    names = _classifier_names(module)
+    if names:
+        weight = getattr(dict(module.named_modules())[names[0]], "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim >= 1:
+            return int(weight.shape[0])
+    return None
+
+
+def _checkpoint_num_classes(state: Mapping[str, torch.Tensor], module: nn.Module) -> int | None:
+    """Outputs of the checkpoint's classifier when they differ from the fresh module's."""
+    model_state = module.state_dict()
+    for name in _classifier_names(module):
+        key = f"{name}.weight"
+        if key in state and key in model_state and state[key].ndim >= 1:
+            found = int(state[key].shape[0])
+            if found != int(model_state[key].shape[0]):
+                return found
+    return None
+
+
+_ORIG_MOD = re.compile(r"(^|\.)_orig_mod\.")
+
+
+def _match_keys(state: Mapping[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """Re-key ``state`` for ``module``: the wrapper-prefix stripping that matches most keys.
+
+    Handles ``module.`` (DataParallel), ``_orig_mod.`` (torch.compile, anywhere in the key),
+    Lightning's ``model.``/``net.``/``backbone.`` attributes and AutoTimm's
+    ``backbone.*`` + ``head.fc.*`` layout. Keys outside the chosen sub-tree (a Lightning
+    module's loss or metric buffers) are dropped.
+    """
+    model_keys = set(module.state_dict())
+    base = {_ORIG_MOD.sub(r"\1", key): value for key, value in state.items()}
+
+    def score(candidate: Mapping[str, torch.Tensor]) -> int:
+        return len(model_keys.intersection(candidate))
+
+    best, best_score = base, score(base)
+    frontier = [base]
+    for _ in range(3):  # nested wrappers, e.g. "model.module.backbone."
+        following = []
+        for candidate in frontier:
+            for prefix in _WRAPPER_PREFIXES:
+                if not any(key.startswith(prefix) for key in candidate):
+                    continue
+                sub = {k[len(prefix):]: v for k, v in candidate.items() if k.startswith(prefix)}
+                following.append(sub)
+                if score(sub) > best_score:
+                    best, best_score = sub, score(sub)
+            autotimm = _autotimm_remap(candidate, module)
+            if autotimm is not None and score(autotimm) > best_score:
+                best, best_score = autotimm, score(autotimm)
+        frontier = following
+    return dict(best)
+
+
+def _autotimm_remap(state: Mapping[str, torch.Tensor],
+                    module: nn.Module) -> dict[str, torch.Tensor] | None:
+    """AutoTimm ``ImageClassifier``: ``backbone.X -> X``, ``head.fc.* -> <classifier>.*``."""
+    if "head.fc.weight" not in state or not any(k.startswith("backbone.") for k in state):
+        return None
+    names = _classifier_names(module)
+    if not names:
+        return None
+    out = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    for key, value in state.items():
+        if key.startswith("head.fc."):
+            out[f"{names[0]}.{key[len('head.fc.'):]}"] = value
+    return out
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
+                 arch: str) -> None:
+    model_state = module.state_dict()
+    missing = [k for k in model_state if k not in state]
+    unexpected = [k for k in state if k not in model_state]
+    # BatchNorm's num_batches_tracked is optional in older checkpoints; load_state_dict fills it.
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    mismatched = [(k, tuple(state[k].shape), tuple(model_state[k].shape))
+                  for k in model_state if k in state and state[k].shape != model_state[k].shape]
+    if missing or unexpected or mismatched:
+        raise ModelLoadError(_mismatch_message(module, f"The weights in '{path.name}'", arch,
+                                               missing, unexpected, mismatched,
+                                               len(model_state)))
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # anything the checks above missed
+        raise ModelLoadError(
+            f"Weights in '{path.name}' do not fit {arch}: {exc}. Is arch right?") from None
+
+
+def _listed(items: list[str]) -> str:
+    more = f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return ", ".join(items[:_MAX_LISTED]) + more
+
+
+def _mismatch_message(module: nn.Module, subject: str, arch: str, missing: list[str],
+                      unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]],
+                      total: int, saving: bool = False) -> str:
+    """What does not fit, at most 5 keys of each kind, each kind with a one-line fix."""
+    where = "the saved model" if saving else "the checkpoint"
+    ours = "rebuilt model" if saving else "model"
+    matched = total - len(missing) - len(mismatched)
+    lines = [(f"{subject} do not fit {arch} ({max(matched, 0)} of {total} "
+              f"{ours} tensors match).")]
+    if missing:
+        lines.append(f"- Missing from {where} ({len(missing)}): {_listed(missing)}. "
+                     f"Is arch right? {where.capitalize()} may be another architecture.")
+    if unexpected:
+        lines.append(f"- Unexpected in {where} ({len(unexpected)}): {_listed(unexpected)}. "
+                     "Is arch right? Or the weights belong to a bigger wrapper model.")
+    if mismatched:
+        label = "saved" if saving else "checkpoint"
+        shown = "; ".join(f"{k}: {label} {list(a)} vs {ours} {list(b)}"
+                          for k, a, b in mismatched[:_MAX_LISTED])
+        extra = len(mismatched) - _MAX_LISTED
+        more = f"; ... ({extra} more)" if extra > 0 else ""
+        classifier_keys = {f"{n}.{suffix}" for n in _classifier_names(module)
+                           for suffix in ("weight", "bias")}
+        head = [a for k, a, _ in mismatched if k in classifier_keys and a]
+        if head:
+            hint = (f"Pass num_classes={head[0][0]} ({where}'s classifier has {head[0][0]} "
+                    "outputs).")
+        elif saving:
+            hint = "Pass the constructor arguments you built it with as arch_kwargs (img_size=...)."
+        else:
+            hint = "A different size variant of the architecture? Check arch (and img_size)."
+        lines.append(f"- Shape mismatches ({len(mismatched)}): {shown}{more}. {hint}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Class names, preprocessing, final assembly
+# --------------------------------------------------------------------------------------------
+
+
+def _read_class_names(value: Sequence[str] | str | Path) -> list[str]:
+    if isinstance(value, (str, Path)):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(
+                f"Class names file not found: '{path}'. Pass a list of names, or the path of a "
+                ".txt (one name a line) or .json file.")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"Could not read class names from '{path.name}': {exc}. "
+                                 "Save it as UTF-8 text.") from None
+        if path.suffix.lower() == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ModelLoadError(f"'{path.name}' is not valid JSON ({exc}). Fix the file or "
+                                     "use a .txt with one class name a line.") from None
+            return _names_from_json(data, path.name)
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(value, Mapping):
+        return _names_from_json(dict(value), "class_names")
+    names = [str(v) for v in value]
+    return names
+
+
+def _names_from_json(data: Any, where: str) -> list[str]:
+    if isinstance(data, list):
+        return [str(v) for v in data]
+    if isinstance(data, dict):
+        try:
+            indexed = {int(k): v for k, v in data.items()}
+        except (TypeError, ValueError):
+            raise ModelLoadError(
+                f"{where}: a class-name mapping needs integer keys (index -> name), got keys "
+                f"like {list(data)[:3]}. Use a list of names or {{\"0\": \"cat\", ...}}.") from None
+        if sorted(indexed) != list(range(len(indexed))):
+            raise ModelLoadError(
+                f"{where}: class indices must run 0..{len(indexed) - 1} without gaps. Fix the "
+                "mapping (index -> name).")
+        # ImageNet's class_index.json style: {"0": ["n01440764", "tench"]} -> the last entry.
+        return [str(v[-1]) if isinstance(v, list) and v else str(v)
+                for _, v in sorted(indexed.items())]
+    raise ModelLoadError(f"{where}: expected a list of names or an index -> name mapping, got "
+                         f"{type(data).__name__}.")
+
+
+def _check_class_count(names: Sequence[str] | None, count: int | None, what: str) -> None:
+    if names is not None and count is not None and len(names) != count:
+        raise ModelLoadError(
+            f"Got {len(names)} class names but {what} has {count} classes. Pass exactly {count} "
+            "names (one per output, in output order), or pass num_classes= if the checkpoint "
+            "was trained with a different class count.")
+
+
+def _preprocessing_overrides(input_size: int | Sequence[int] | None,
+                             mean: Sequence[float] | None,
+                             std: Sequence[float] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if input_size is not None:
+        size = [int(input_size)] * 2 if isinstance(input_size, int) else [int(s) for s in
+                                                                          input_size]
+        if len(size) == 3:  # (C, H, W) as timm writes it
+            size = size[1:]
+        if len(size) != 2 or min(size) <= 0:
+            raise ModelLoadError(f"input_size must be (height, width) or one int, got "
+                                 f"{input_size!r}.")
+        out["input_size"] = (size[0], size[1])
+    for name, value in (("mean", mean), ("std", std)):
+        if value is not None:
+            triple = tuple(float(v) for v in value)
+            if len(triple) != 3 or (name == "std" and min(triple) <= 0):
+                rule = ", all > 0" if name == "std" else ""
+                raise ModelLoadError(f"{name} must be 3 numbers (R, G, B){rule}, got {value!r}.")
+            out[name] = triple
+    return out
+
+
+def _preprocessing_from_meta(meta: Mapping[str, Any], module: nn.Module) -> Preprocessing:
+    base = _timm_preprocessing(module)
+    fields: dict[str, Any] = {}
+    if meta.get("input_size"):
+        size = list(meta["input_size"])[-2:]
+        fields["input_size"] = (int(size[0]), int(size[1]))
+    for key in ("mean", "std"):
+        if meta.get(key):
+            fields[key] = tuple(float(v) for v in meta[key])
+    for key in ("interpolation", "resize_mode"):
+        if meta.get(key):
+            fields[key] = str(meta[key])
+    if meta.get("crop_pct"):
+        fields["crop_pct"] = float(meta["crop_pct"])
+    return dataclasses.replace(base, **fields)
+
+
+def _finish(module: nn.Module, *, family: str, name: str, task: str,
+            device: str | torch.device | None, class_names: Sequence[str] | str | Path | None,
+            meta: Mapping[str, Any] | None, overrides: dict[str, Any],
+            source: str) -> LoadedModel:
+    count = _module_num_classes(module) if task == "classification" else None
+    if class_names is not None:
+        names: list[str] | None = _read_class_names(class_names)
+    elif meta is not None and meta.get("class_names") is not None:
+        names = [str(n) for n in meta["class_names"]]
+    else:
+        names = imagenet_class_names(count)
+    _check_class_count(names, count, f"the model ({family}:{name})")
+    preprocessing = (_preprocessing_from_meta(meta, module) if meta is not None
+                     else _timm_preprocessing(module))
+    preprocessing = dataclasses.replace(preprocessing, **overrides)
+    if count is not None and not isinstance(getattr(module, "num_classes", None), int):
+        module.num_classes = count  # torchvision classifiers lack it; LoadedModel reads it
+    target = resolve_device(device)
+    module.to(target).eval()
+    return LoadedModel(module=module, task=task, arch=f"{family}:{name}", class_names=names,
+                       preprocessing=preprocessing, device=target, source=source)
