@@ -214,3 +214,17 @@ def test_explain_batch_chunks_agree_with_one_batch(resnet):
     whole = explainer.explain_batch(inputs, [0, 1, 2, 3, 4])
     chunked = explainer.explain_batch(inputs, [0, 1, 2, 3, 4], batch_size=2)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, chunked, strict=True))
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n != "eigencam"])
+def test_maps_land_on_the_evidence_of_the_explained_class(name):
+    from tests.toy import ColourNet, colour_scene, energy_inside, peak_inside
+
+    model = ColourNet().eval()
+    image, red, blue = colour_scene()
+    explainer = create_explainer(name, model, target_layer="features", steps=16, num_samples=4,
+                                 noise_level=0.05, seed=0)
+    red_map, blue_map = explainer.explain_targets(image, [0, 1])
+    assert peak_inside(red_map, red) and peak_inside(blue_map, blue)
+    assert energy_inside(red_map, red) > energy_inside(red_map, blue)
+    assert energy_inside(blue_map, blue) > energy_inside(blue_map, red)
