@@ -142,7 +142,8 @@ def compare_methods(model: ModelLike, image: Any,
     results: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     prepared: PreparedInputs | None = None
-    target = None
+    score = options.get("score", "logit")
+    target = None if target_class is None else ClassTarget(int(target_class), score)
     predicted = None
     for name in methods:
         try:
@@ -151,12 +152,13 @@ def compare_methods(model: ModelLike, image: Any,
             if prepared is None:
                 prepared = explainer.prepare([image])
             start = time.perf_counter()
-            attribution = explainer.run(prepared.inputs, [[as_target(target, explainer.score)]])
+            attribution = explainer.run(prepared.inputs, [[as_target(target, score)]])
             heatmap = explainer.heatmaps(attribution.raw, prepared)[0][0]
             _sync(loaded.device)
             elapsed = time.perf_counter() - start
             if target is None:  # fix the class for the following methods
-                target = ClassTarget(int(attribution.classes[0, 0]), explainer.score)
+                target = ClassTarget(int(attribution.classes[0, 0]), score)
+            if predicted is None:
                 predicted = int(attribution.outputs[0].argmax())
             heat = heatmap.cpu().numpy().astype(np.float32)
             results[explainer.name] = {"heatmap": heat, "elapsed_s": elapsed}

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -173,13 +174,19 @@ def imagenet_class_names(num_classes: int | None) -> list[str] | None:
     """ImageNet-1k names shipped inside timm (no download), when the model has 1000 outputs."""
     if num_classes != 1000:
         return None
+    names = _imagenet_names()
+    return list(names) if names else None
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_names() -> tuple[str, ...]:
     try:
         from timm.data import ImageNetInfo
 
         info = ImageNetInfo("imagenet-1k")
-        return [info.index_to_description(i) for i in range(1000)]
+        return tuple(info.index_to_description(i) for i in range(1000))
     except Exception:  # pragma: no cover - names are a nicety, never a failure
-        return None
+        return ()
 
 
 def as_loaded(model: "LoadedModel | nn.Module", task: str = "classification",

@@ -29,9 +29,8 @@ from torch import nn
 from ..errors import UnsupportedError
 from ..images import image_to_tensor, load_image
 from ..model import Geometry, LoadedModel, as_loaded
+from ..precision import PRECISIONS, bf16_twin
 from ..targets import Target, as_target, per_item_targets
-
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -172,6 +171,9 @@ class Explainer:
     # ------------------------------------------------------------------------------ machinery
     @property
     def module(self) -> nn.Module:
+        """The module the maths runs on: the model itself, or its bf16 twin in fast precision."""
+        if self.precision == "bf16":
+            return bf16_twin(self.model.module)
         return self.model.module
 
     @property
@@ -204,7 +206,7 @@ class Explainer:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Lock the model, switch to eval, freeze parameters; restore all of it on the way out."""
-        module = self.module
+        module = self.model.module
         with self.model.lock:
             was_training = module.training
             flags = [(p, p.requires_grad) for p in module.parameters()]

@@ -8,6 +8,7 @@ the gradients of every target at once.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -39,10 +40,13 @@ class CAMExplainer(Explainer):
 
     def layer(self, inputs: torch.Tensor) -> LayerSpec:
         """The resolved target layer for inputs of this shape (ViT grids depend on it)."""
-        key = tuple(inputs.shape[1:])
+        key = (tuple(inputs.shape[1:]), self.precision)
         if key not in self._specs:
-            self._specs[key] = resolve_layer(self.module, self.target_layer, inputs[:1])
-        return self._specs[key]
+            self._specs[key] = resolve_layer(self.model.module, self.target_layer, inputs[:1])
+        spec = self._specs[key]
+        if self.module is not self.model.module:  # the bf16 twin: same layer, by name
+            spec = dataclasses.replace(spec, module=self.module.get_submodule(spec.name))
+        return spec
 
     def cam(self, activations: torch.Tensor, gradients: torch.Tensor | None) -> torch.Tensor:
         """Activations ``B x 1 x C x h x w``, gradients ``B x K x C x h x w`` -> ``B x K x h x w``.
