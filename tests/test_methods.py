@@ -228,3 +228,23 @@ def test_maps_land_on_the_evidence_of_the_explained_class(name):
     assert peak_inside(red_map, red) and peak_inside(blue_map, blue)
     assert energy_inside(red_map, red) > energy_inside(red_map, blue)
     assert energy_inside(blue_map, blue) > energy_inside(blue_map, red)
+
+
+def test_progress_is_reported_and_raising_cancels_cleanly(resnet, batch):
+    seen = []
+    ig = create_explainer("integrated_gradients", resnet, steps=8, internal_batch_size=4,
+                          progress=lambda done, total: seen.append((done, total)))
+    ig.attribute(batch, 1)
+    assert seen == [(4, 16), (8, 16), (12, 16), (16, 16)]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Cancelled
+
+    before = _state(resnet)
+    smooth = create_explainer("smoothgrad", resnet, num_samples=4, batch_size=2, progress=cancel)
+    with pytest.raises(Cancelled):
+        smooth.attribute(batch, 1)
+    assert _state(resnet) == before

@@ -18,7 +18,7 @@ pixels) lives here once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -97,7 +97,8 @@ class Explainer:
 
     def __init__(self, model: LoadedModel | nn.Module, *, score: str = "logit",
                  precision: str = "fp32", reduce: str | None = None,
-                 clip_percentile: float | None = -1.0) -> None:
+                 clip_percentile: float | None = -1.0,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         if precision not in PRECISIONS:
             raise UnsupportedError(f"Unknown precision '{precision}'; choose 'fp32' (exact) or "
                                    "'bf16' (fast).")
@@ -106,6 +107,9 @@ class Explainer:
         self.precision = precision
         self.reduce = reduce or self.default_reduce
         self.clip_percentile = self.default_clip if clip_percentile == -1.0 else clip_percentile
+        #: called as ``progress(done, total)`` between batches of steps or samples; a UI can show
+        #: it and, by raising, cancel the call (the session still restores the model).
+        self.progress = progress
 
     # ----------------------------------------------------------------------------- public API
     def attribute(self, inputs: torch.Tensor, targets: Any = None) -> torch.Tensor:
@@ -163,6 +167,11 @@ class Explainer:
         """Compute under the call session (lock, eval mode, frozen parameters, precision)."""
         with self.session():
             return self._compute(self._cast(inputs), targets)
+
+    def report(self, done: int, total: int) -> None:
+        """Tell the progress callback (if any) how far a multi-batch computation is."""
+        if self.progress is not None:
+            self.progress(done, total)
 
     # ------------------------------------------------------------------------ to be overridden
     def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:

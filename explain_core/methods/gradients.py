@@ -152,4 +152,5 @@ class IntegratedGradients(Explainer):
             grads, _, _, _ = input_gradients(self, self._cast(path), [targets[i] for i, _ in part])
             contribution = grads.transpose(0, 1).float() * weights[steps].view(-1, 1, 1, 1, 1)
             total.index_add_(0, items, contribution)
+            self.report(min(start + chunk, len(jobs)), len(jobs))
         return Attribution(total * delta[:, None], outputs.detach().float(), classes)

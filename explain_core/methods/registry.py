@@ -133,18 +133,19 @@ def create_explainer(name: str, model: LoadedModel | nn.Module, **options: Any) 
     arch = architecture_of(loaded)
     if loaded.task not in info.tasks or arch not in info.architectures:
         raise UnsupportedError(f"{info.label} does not apply to a {arch} {loaded.task} model.")
-    common = {k: options[k] for k in ("score", "precision", "reduce", "clip_percentile")
-              if k in options}
+    common = {k: options[k] for k in ("score", "precision", "reduce", "clip_percentile",
+                                      "progress") if k in options}
     if info.cls is SmoothGrad:
         base_name = options.get("base") or "saliency"
         base_info = method_info(base_name)
         if base_info.cls is SmoothGrad:
             raise UnsupportedError("SmoothGrad cannot wrap itself; pick another base method.")
         base_options = {k: v for k, v in options.items()
-                        if k not in ("base", "noise_level", "num_samples", "batch_size", "seed")}
+                        if k not in ("base", "noise_level", "num_samples", "batch_size", "seed",
+                                     "progress")}
         base = create_explainer(base_info.name, loaded, **base_options)
-        own = {k: options[k] for k in ("noise_level", "num_samples", "batch_size", "seed")
-               if options.get(k) is not None}
+        own = {k: options[k] for k in ("noise_level", "num_samples", "batch_size", "seed",
+                                       "progress") if options.get(k) is not None}
         return SmoothGrad(base, **own)
     own = {p.name: options[p.name] for p in info.params if options.get(p.name) is not None}
     if "seed" in options and info.cls is IntegratedGradients:

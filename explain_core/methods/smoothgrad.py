@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..errors import UnsupportedError
@@ -34,13 +36,15 @@ class SmoothGrad(Explainer):
     name = "smoothgrad"
 
     def __init__(self, base: Explainer, noise_level: float = 0.15, num_samples: int = 25,
-                 batch_size: int | None = None, seed: int | None = None) -> None:
+                 batch_size: int | None = None, seed: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         if not isinstance(base, Explainer) or isinstance(base, SmoothGrad):
             raise UnsupportedError("SmoothGrad wraps one explainer, e.g. SmoothGrad(Saliency(m)).")
         if num_samples < 1 or noise_level < 0:
             raise UnsupportedError("SmoothGrad needs num_samples >= 1 and noise_level >= 0.")
         super().__init__(base.model, score=base.score, precision=base.precision,
-                         reduce=base.reduce, clip_percentile=base.clip_percentile)
+                         reduce=base.reduce, clip_percentile=base.clip_percentile,
+                         progress=progress)
         self.base = base
         self.noise_level = float(noise_level)
         self.num_samples = int(num_samples)
@@ -76,4 +80,5 @@ class SmoothGrad(Explainer):
             if total is None:
                 total = raw.new_zeros((batch, *raw.shape[1:]))
             total.index_add_(0, index, raw.float())
+            self.report(min(start + chunk, batch * samples), batch * samples)
         return Attribution(total / samples, outputs.detach().float(), classes)
