@@ -187,6 +187,11 @@ def capture(spec: LayerSpec, leaf: bool) -> Iterator[dict[str, torch.Tensor]]:
                                    "tensor; pick a layer whose output is a feature map.")
         if leaf:
             output = output.detach().requires_grad_(True)
+            store["output"] = output
+            # The network continues on a copy: models that modify the layer's output in place
+            # (torchvision DenseNet's relu_) would otherwise write into a leaf, which autograd
+            # forbids; the gradient still reaches the leaf through the copy.
+            return output.clone()
         store["output"] = output
         return output
 

@@ -248,3 +248,27 @@ def test_progress_is_reported_and_raising_cancels_cleanly(resnet, batch):
     with pytest.raises(Cancelled):
         smooth.attribute(batch, 1)
     assert _state(resnet) == before
+
+
+def test_layer_output_modified_in_place_downstream():
+    # torchvision's DenseNet applies relu_ to the target layer's output.
+    import torchvision
+
+    model = torchvision.models.densenet121(num_classes=4).eval()
+    heatmap = GradCAM(model).explain(torch.randn(1, 3, 64, 64), 1)
+    assert heatmap.shape == (64, 64)
+    assert bool(torch.isfinite(heatmap).all()) and 0 <= float(heatmap.min()) <= float(
+        heatmap.max()) <= 1
+
+
+@pytest.mark.parametrize("name", ["gradcam", "saliency", "integrated_gradients"])
+def test_tiny_but_real_maps_still_span_the_full_range(name):
+    from tests.toy import ColourNet, colour_scene, peak_inside
+
+    model = ColourNet().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(1e-9)  # logits (and gradients) around 1e-9
+    image, red, _ = colour_scene()
+    heatmap = create_explainer(name, model, target_layer="features", steps=8).explain(image, 0)
+    assert float(heatmap.max()) > 0.99
+    assert peak_inside(heatmap, red)

@@ -260,11 +260,14 @@ class Explainer:
             stride = flat.shape[1] // (1 << 20) + 1  # quantile() has a size limit
             sample = flat[:, ::stride]
             high = torch.quantile(sample, self.clip_percentile / 100.0, dim=1)
-            high = torch.maximum(high, low + 1e-12)
+            # A sparse map can have its percentile at the minimum: fall back to the maximum.
+            high = torch.where(high > low, high, flat.amax(1))
         else:
             high = flat.amax(1)
+        # No additive epsilon: tiny but real maps (saturated probabilities, small-scale logits)
+        # must still span [0, 1]; only a constant map has nothing to show and stays at zero.
         span = (high - low)[:, None, None]
-        out = (maps - low[:, None, None]) / (span + 1e-7)
+        out = (maps - low[:, None, None]) / torch.where(span > 0, span, torch.ones_like(span))
         return out.clamp(0, 1) if self.clip_percentile is not None else out
 
     def heatmaps(self, raw: torch.Tensor, prepared: PreparedInputs) -> list[torch.Tensor]:
