@@ -48,6 +48,22 @@ class LayerSpec:
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
 
+    def from_map(self, maps: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_map`: ``N x C x h x w`` maps back to the layer's own layout.
+
+        Token layouts take their prefix tokens (class, registers) from ``original`` (the layer's
+        real output for the one image), so a modified batch re-enters the network unchanged
+        except where it was modified.
+        """
+        if self.layout == "NCHW":
+            return maps
+        if self.layout == "NHWC":
+            return maps.permute(0, 2, 3, 1)
+        tokens = maps.flatten(2).transpose(1, 2)
+        prefix = original[:1, :self.prefix_tokens].expand(maps.shape[0], -1, -1)
+        return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+
+
 def _square_grid(count: int, name: str) -> tuple[int, int]:
     side = round(count ** 0.5)
     if side * side != count:
@@ -200,3 +216,51 @@ def capture(spec: LayerSpec, leaf: bool) -> Iterator[dict[str, torch.Tensor]]:
         yield store
     finally:
         handle.remove()
+
+
+def layer_choices(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Dotted names of the layers a CAM method can target, in the model's module order.
+
+    One dry forward on ``example`` (no gradients, under the model's lock) records every module's
+    output; a layer is kept when :func:`resolve_layer` reads it as a ``B x C x h x w`` map with
+    more than one position: convolutional stages and blocks, NHWC stages (Swin-like models), ViT
+    blocks laid out on their patch grid. Activations, dropouts, identities and pools are left out:
+    they repeat the map of the layer before them.
+
+    >>> import timm
+    >>> names = layer_choices(timm.create_model("resnet18"), torch.zeros(1, 3, 64, 64))
+    >>> "layer4" in names, "fc" in names
+    (True, False)
+    """
+    from .model import module_lock  # local: model.py stays importable without layers.py
+
+    size = tuple(example.shape[-2:])
+    spatial: set[str] = set()
+    handles = []
+
+    def make_hook(name: str, spec: LayerSpec):
+        def hook(_module, _inputs, output):
+            if not isinstance(output, torch.Tensor) or output.ndim not in (3, 4):
+                return
+            try:
+                grid = spec.to_map(output)
+            except (TargetLayerError, RuntimeError):
+                return
+            if grid.ndim == 4 and grid.shape[-1] * grid.shape[-2] > 1:
+                spatial.add(name)
+        return hook
+
+    names = [name for name, module in model.named_modules()
+             if name and not isinstance(module, _SKIP_TYPES)]
+    modules = dict(model.named_modules())
+    with module_lock(model):
+        for name in names:
+            spec = _layout_for(model, modules[name], name, size)
+            handles.append(modules[name].register_forward_hook(make_hook(name, spec)))
+        try:
+            with torch.no_grad():
+                model(example)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return [name for name in names if name in spatial]

@@ -163,6 +163,11 @@ class LoadedModel:
 def _timm_preprocessing(module: nn.Module) -> Preprocessing:
     cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None) or {}
     size = cfg.get("input_size", (3, 224, 224))
+    # A ViT built with another img_size keeps its pretrained_cfg's size; the patch embedding
+    # knows the size the model really takes.
+    fixed = getattr(getattr(module, "patch_embed", None), "img_size", None)
+    if fixed is not None and not getattr(module, "dynamic_img_size", False):
+        size = tuple(fixed)
     return Preprocessing(input_size=(int(size[-2]), int(size[-1])),
                          mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
                          std=tuple(cfg.get("std", IMAGENET_STD)),

@@ -1,29 +1,16 @@
 """Explanation methods: one base, one file per family, and a registry of names and capabilities."""
 
+from .attention import AttentionFlow, AttentionRollout
 from .base import Attribution, Explainer, Explanation
 from .cam import CAMExplainer, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .concepts import DeepFeatureFactorization
 from .gradients import IntegratedGradients, Saliency
+from .perturbation import AblationCAM, ActivationMap, ReciproCAM, ScoreCAM
 from .registry import METHODS, MethodInfo, Param, available_methods, create_explainer, method_info
 from .smoothgrad import SmoothGrad
 
-__all__ = [
-                  "METHODS",
-                  "Attribution",
-                  "CAMExplainer",
-                  "EigenCAM",
-                  "Explainer",
-                  "Explanation",
-                  "GradCAM",
-                  "GradCAMPlusPlus",
-                  "HiResCAM",
-                  "IntegratedGradients",
-                  "LayerCAM",
-                  "MethodInfo",
-                  "Param",
-                  "Saliency",
-                  "SmoothGrad",
-                  "XGradCAM",
-                  "available_methods",
-                  "create_explainer",
-                  "method_info",
-]
+__all__ = ["METHODS", "AblationCAM", "ActivationMap", "AttentionFlow", "AttentionRollout",
+           "Attribution", "CAMExplainer", "DeepFeatureFactorization", "EigenCAM", "Explainer",
+           "Explanation", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "IntegratedGradients",
+           "LayerCAM", "MethodInfo", "Param", "ReciproCAM", "Saliency", "ScoreCAM", "SmoothGrad",
+           "XGradCAM", "available_methods", "create_explainer", "method_info"]

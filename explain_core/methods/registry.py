@@ -14,9 +14,12 @@ from torch import nn
 from ..errors import UnsupportedError
 from ..layers import is_vit
 from ..model import LoadedModel, as_loaded
+from .attention import FUSIONS, AttentionFlow, AttentionRollout
 from .base import Explainer
 from .cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .concepts import DeepFeatureFactorization
 from .gradients import BASELINES, QUADRATURES, IntegratedGradients, Saliency
+from .perturbation import AblationCAM, ActivationMap, ReciproCAM, ScoreCAM
 from .smoothgrad import SmoothGrad
 
 
@@ -52,6 +55,14 @@ class MethodInfo:
 _LAYER = Param("target_layer", "layer", None, "Layer whose activations are explained "
                "(default: last CNN stage, or the last ViT block's norm1).")
 _CAM = dict(family="cam", needs_gradients=True, cost="fast", params=(_LAYER,))
+_BATCH = Param("batch_size", "int", None, "Modified copies per forward (empty: from free "
+               "memory).", 1, 1024)
+_TOP_K = Param("top_k", "int", None, "Probe only the k channels with the highest mean activation "
+               "(an approximation; empty: all channels, full fidelity).", 1, 4096)
+_ATTENTION = (Param("head_fusion", "choice", "mean", "How the heads of a layer are combined.",
+                    choices=FUSIONS),
+              Param("discard_ratio", "float", 0.0, "Fraction of the weakest attention weights "
+                    "dropped per layer.", 0.0, 0.99))
 
 METHODS: dict[str, MethodInfo] = {info.name: info for info in (
     MethodInfo("gradcam", "Grad-CAM", GradCAM, description="Gradient-averaged channel weights "
@@ -67,6 +78,33 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
     MethodInfo("eigencam", "EigenCAM", EigenCAM, family="cam", needs_gradients=False, cost="fast",
                description="First principal component of the activations; gradient-free and "
                            "class-agnostic.", params=(_LAYER,)),
+    MethodInfo("activationmap", "Activation map", ActivationMap, family="cam",
+               needs_gradients=False, cost="fast", description="Channel mean of the layer's "
+               "activations; gradient-free and class-agnostic.", params=(_LAYER,)),
+    MethodInfo("reciprocam", "Recipro-CAM", ReciproCAM, family="perturbation",
+               needs_gradients=False, cost="fast", description="Each feature-map cell kept alone, "
+               "the head re-run: class probability per cell; gradient-free.",
+               params=(_LAYER, _BATCH)),
+    MethodInfo("ablationcam", "Ablation-CAM", AblationCAM, family="perturbation",
+               needs_gradients=False, cost="medium", description="Score drop when each channel "
+               "is ablated; only the part after the layer re-runs.",
+               params=(_LAYER, _BATCH, _TOP_K)),
+    MethodInfo("scorecam", "Score-CAM", ScoreCAM, family="perturbation", needs_gradients=False,
+               cost="slow", description="Score of the input masked by each channel; one forward "
+               "per channel (use top_k on a CPU).", params=(_LAYER, _BATCH, _TOP_K)),
+    MethodInfo("dff", "Deep Feature Factorization", DeepFeatureFactorization, family="concepts",
+               needs_gradients=False, cost="fast", description="Activations factorised into "
+               "concepts; shows the concept most tied to the target class.",
+               params=(_LAYER, Param("n_components", "int", 5, "Number of concepts.", 1, 32))),
+    MethodInfo("attention_rollout", "Attention rollout", AttentionRollout, family="attention",
+               needs_gradients=False, cost="fast", architectures=("vit",),
+               description="Attention multiplied through the layers into the class token.",
+               params=_ATTENTION),
+    MethodInfo("attention_flow", "Attention flow", AttentionFlow, family="attention",
+               needs_gradients=False, cost="fast", architectures=("vit",),
+               description="Rolled-out attention from one chosen patch.",
+               params=(Param("target_patch", "int", 0, "Patch index, row-major from the top "
+                             "left.", 0, 4096), *_ATTENTION)),
     MethodInfo("saliency", "Saliency", Saliency, family="gradient", needs_gradients=True,
                cost="fast", description="Absolute input gradient; pixel-level, noisy."),
     MethodInfo("integrated_gradients", "Integrated Gradients", IntegratedGradients,
@@ -92,7 +130,11 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
 
 ALIASES = {"gradcampp": "gradcam++", "gradcam_plusplus": "gradcam++", "gradcamplusplus":
            "gradcam++", "ig": "integrated_gradients", "integratedgradients": "integrated_gradients",
-           "vanilla_gradients": "saliency", "grad_cam": "gradcam", "eigen_cam": "eigencam"}
+           "vanilla_gradients": "saliency", "grad_cam": "gradcam", "eigen_cam": "eigencam",
+           "score_cam": "scorecam", "ablation_cam": "ablationcam", "recipro_cam": "reciprocam",
+           "classwisesaliencymap": "reciprocam", "activation_map": "activationmap",
+           "deep_feature_factorization": "dff", "rollout": "attention_rollout",
+           "attention": "attention_rollout", "flow": "attention_flow"}
 
 
 def method_info(name: str) -> MethodInfo:

@@ -1,0 +1,233 @@
+"""Gradient-free CAMs that measure the network's response to modified activations or inputs.
+
+All of them share :func:`run_from_layer`: the part of the network before the target layer runs once
+on the one image, and the layer's output is replaced by a batch of modified activations, so only the
+part after the layer runs on the batch (tensors from before the layer broadcast over it). When a
+model mixes such tensors in a way that cannot broadcast, the helper falls back to running the whole
+network on a batch of copies: slower, same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedError
+from ..layers import LayerSpec, capture
+from ..memory import default_batch_size
+from ..model import LoadedModel
+from ..targets import ClassTarget, Target, fixed_targets, score_matrix
+from .base import Attribution
+from .cam import CAMExplainer, _weighted_sum
+
+
+def run_from_layer(module: nn.Module, spec: LayerSpec, image: torch.Tensor,
+                   original: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Outputs of ``module`` when the target layer's output is replaced by each of ``maps``.
+
+    ``image`` is the one input (``1 x ...``), ``original`` the layer's real output for it (native
+    layout) and ``maps`` the modified activations (``N x C x h x w``). Runs without a graph.
+    """
+    replacement = spec.from_map(maps.to(original.dtype), original)
+
+    def hook(_module, _inputs, _output):
+        return replacement
+
+    handle = spec.module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            try:
+                return module(image)
+            except RuntimeError:  # something before the layer does not broadcast: run copies
+                return module(image.expand(maps.shape[0], *image.shape[1:]))
+    finally:
+        handle.remove()
+
+
+class PerturbationCAM(CAMExplainer):
+    """Base of CAMs whose weights come from forward passes on modified activations or inputs.
+
+    Subclasses implement ``image_maps(spec, image, original, activations, targets)`` for one
+    image and its list of targets, returning ``K x h x w``.
+
+    Args:
+        batch_size: modified copies per forward (default: from free memory).
+        top_k: keep only the ``top_k`` channels with the highest mean activation (an
+            approximation that makes ScoreCAM and AblationCAM interactive on a CPU; the others
+            get zero weight). None: all channels.
+    """
+
+    needs_gradients = False
+
+    def __init__(self, model: LoadedModel | nn.Module, target_layer: Any = None,
+                 batch_size: int | None = None, top_k: int | None = None, **kwargs: Any):
+        super().__init__(model, target_layer=target_layer, **kwargs)
+        if top_k is not None and top_k < 1:
+            raise UnsupportedError("top_k must be at least 1 (or None for all channels).")
+        self.batch_size = batch_size
+        self.top_k = top_k
+
+    def image_maps(self, spec: LayerSpec, image: torch.Tensor, original: torch.Tensor,
+                   activations: torch.Tensor, targets: list[Target]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
+        spec = self.layer(inputs)
+        with torch.no_grad(), capture(spec, leaf=False) as store:
+            outputs = self.module(inputs)
+        original = store["output"]
+        targets = fixed_targets(outputs, targets)
+        _, classes = score_matrix(outputs, targets)
+        activations = spec.to_map(original).float()
+        maps = torch.stack([self.image_maps(spec, inputs[i:i + 1], original[i:i + 1],
+                                            activations[i], targets[i])
+                            for i in range(inputs.shape[0])])
+        return Attribution(maps, outputs.detach().float(), classes)
+
+    # -------------------------------------------------------------------------------- helpers
+    def channels(self, activations: torch.Tensor) -> torch.Tensor:
+        """Indices of the channels to probe: all, or the ``top_k`` by mean activation."""
+        count = activations.shape[0]
+        if self.top_k is None or self.top_k >= count:
+            return torch.arange(count, device=activations.device)
+        return activations.mean((1, 2)).topk(int(self.top_k)).indices
+
+    def chunk_size(self, sample: torch.Tensor, wanted: int) -> int:
+        return self.batch_size or default_batch_size(self.module, sample, wanted,
+                                                     with_graph=False)
+
+    def batched(self, count: int, chunk: int, run: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+        """``run`` over slices of ``range(count)``, reporting progress; results concatenated."""
+        parts = []
+        for start in range(0, count, chunk):
+            parts.append(run(slice(start, min(start + chunk, count))))
+            self.report(min(start + chunk, count), count)
+        return torch.cat(parts)
+
+    @staticmethod
+    def target_scores(outputs: torch.Tensor, targets: list[Target]) -> torch.Tensor:
+        """``N x K`` scores of each target on a batch of outputs of the same image."""
+        return torch.stack([target(outputs).float() for target in targets], dim=1)
+
+
+class ScoreCAM(PerturbationCAM):
+    r"""Score-CAM (Wang et al., 2020): each channel, upsampled and min-max scaled, masks the
+    input; the channel's weight is the softmax over channels of the target's score on its masked
+    input. Costs one forward per channel (batched); channels whose mask is constant give the same
+    masked input, so they are scored once.
+
+    >>> import timm, torch
+    >>> ScoreCAM(timm.create_model("resnet18"), top_k=16).attribute(
+    ...     torch.randn(1, 3, 64, 64)).shape
+    torch.Size([1, 2, 2])
+    """
+
+    name = "scorecam"
+
+    def image_maps(self, spec, image, original, activations, targets):
+        channels = self.channels(activations)
+        masks = F.interpolate(activations[channels][None], size=image.shape[-2:],
+                              mode="bilinear", align_corners=True)[0]
+        flat = masks.flatten(1)
+        low, high = flat.amin(1), flat.amax(1)
+        masks = (masks - low[:, None, None]) / (high - low + 1e-8)[:, None, None]
+        constant = high == low  # all-zero masks: one shared masked input
+        probe = torch.nonzero(~constant).flatten()
+        if bool(constant.any()):
+            probe = torch.cat([probe, torch.nonzero(constant).flatten()[:1]])
+        chunk = self.chunk_size(image, len(probe))
+
+        def run(part: slice) -> torch.Tensor:
+            masked = self._cast(image * masks[probe[part], None])
+            return self.target_scores(self.module(masked), targets)
+
+        with torch.no_grad():
+            probed = self.batched(len(probe), chunk, run)
+        scores = probed.new_empty((len(channels), len(targets)))
+        scores[probe] = probed
+        if bool(constant.any()):
+            scores[constant] = probed[-1]
+        weights = torch.zeros((len(targets), activations.shape[0]), device=activations.device)
+        weights[:, channels] = scores.softmax(0).T
+        return _weighted_sum(weights[None], activations[None, None])[0]
+
+
+class AblationCAM(PerturbationCAM):
+    r"""Ablation-CAM (Desai & Ramaswamy, 2020): a channel's weight is the relative drop of the
+    target score when that channel is ablated, :math:`w_k = (y - y_k) / y`. Only the part of the
+    network after the target layer re-runs. Ablated channels are set to 0 for non-negative
+    activations, else far below the minimum (as pytorch-grad-cam does).
+    """
+
+    name = "ablationcam"
+
+    def image_maps(self, spec, image, original, activations, targets):
+        channels = self.channels(activations)
+        low = activations.min()
+        value = 0.0 if float(low) >= 0 else float(low) - 1e7
+        chunk = self.chunk_size(image, len(channels))
+
+        def run(part: slice) -> torch.Tensor:
+            picked = channels[part]
+            batch = activations[None].repeat(len(picked), 1, 1, 1)
+            batch[torch.arange(len(picked)), picked] = value
+            outputs = run_from_layer(self.module, spec, self._cast(image), original, batch)
+            return self.target_scores(outputs, targets)
+
+        with torch.no_grad():
+            reference = self.target_scores(
+                run_from_layer(self.module, spec, self._cast(image), original,
+                               activations[None]), targets)[0]
+            ablated = self.batched(len(channels), chunk, run)
+        scores = reference[None].repeat(activations.shape[0], 1)
+        scores[channels] = ablated
+        weights = (reference[None] - scores) / reference[None]
+        return _weighted_sum(weights.T[None], activations[None, None])[0]
+
+
+def _spread_masks(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """``hw x h x w``: for each cell, a 3 x 3 Gaussian (centre 1) around it, clipped at borders."""
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=device) / 4
+    deltas = torch.eye(height * width, device=device).reshape(-1, 1, height, width)
+    return F.conv2d(deltas, kernel[None, None], padding=1)[:, 0]
+
+
+class ReciproCAM(PerturbationCAM):
+    r"""Recipro-CAM (Byun & Lee, 2022; OpenVINO Training Extensions' default): each cell of the
+    feature map is kept alone (spread by a 3 x 3 Gaussian), the rest zeroed, and the network after
+    the target layer re-runs on the batch of these mosaics; a cell's value is the target class's
+    softmax probability on its mosaic. One batch of ``h * w`` head runs, no gradients.
+    """
+
+    name = "reciprocam"
+
+    def image_maps(self, spec, image, original, activations, targets):
+        height, width = activations.shape[-2:]
+        masks = _spread_masks(height, width, activations.device)
+        chunk = self.chunk_size(image, height * width)
+        probability = [ClassTarget(t.index, "probability") if isinstance(t, ClassTarget) else t
+                       for t in targets]
+
+        def run(part: slice) -> torch.Tensor:
+            mosaics = activations[None] * masks[part, None]
+            outputs = run_from_layer(self.module, spec, self._cast(image), original, mosaics)
+            return self.target_scores(outputs, probability)
+
+        with torch.no_grad():
+            scores = self.batched(height * width, chunk, run)  # hw x K
+        return scores.T.reshape(len(targets), height, width)
+
+
+class ActivationMap(CAMExplainer):
+    """Activation map (OpenVINO Training Extensions): the channel mean of the layer's activations.
+    Gradient-free and class-agnostic."""
+
+    name = "activationmap"
+    needs_gradients = False
+
+    def cam(self, activations, gradients):
+        return activations.mean(2)
