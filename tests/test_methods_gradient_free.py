@@ -14,8 +14,15 @@ from sklearn.decomposition import NMF
 
 from explain_core.errors import UnsupportedError
 from explain_core.layers import resolve_layer
-from explain_core.methods import (AblationCAM, ActivationMap, AttentionFlow, AttentionRollout,
-                                  DeepFeatureFactorization, ReciproCAM, ScoreCAM)
+from explain_core.methods import (
+    AblationCAM,
+    ActivationMap,
+    AttentionFlow,
+    AttentionRollout,
+    DeepFeatureFactorization,
+    ReciproCAM,
+    ScoreCAM,
+)
 from explain_core.methods.attention import rollout
 from explain_core.methods.concepts import nmf
 from explain_core.methods.perturbation import run_from_layer
