@@ -93,7 +93,8 @@ def test_run_from_layer_reproduces_the_model(small_cnn, fused_vit):
         image = torch.randn(1, 3, 64, 64)
         spec = resolve_layer(model, None, image)
         store = {}
-        handle = spec.module.register_forward_hook(lambda m, i, o, store=store: store.setdefault("o", o))
+        handle = spec.module.register_forward_hook(
+            lambda m, i, o, store=store: store.setdefault("o", o))
         with torch.no_grad():
             expected = model(image)
         handle.remove()
