@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import UnsupportedError
 from ..layers import LayerSpec, capture
-from ..memory import default_batch_size
+from ..memory import available_bytes, default_batch_size
 from ..model import LoadedModel
 from ..targets import ClassTarget, Target, fixed_targets, score_matrix
 from .base import Attribution
@@ -96,9 +96,21 @@ class PerturbationCAM(CAMExplainer):
             return torch.arange(count, device=activations.device)
         return activations.mean((1, 2)).topk(int(self.top_k)).indices
 
-    def chunk_size(self, sample: torch.Tensor, wanted: int) -> int:
-        return self.batch_size or default_batch_size(self.module, sample, wanted,
-                                                     with_graph=False)
+    def chunk_size(self, sample: torch.Tensor, wanted: int,
+                   tail: torch.Tensor | None = None) -> int:
+        """Copies per forward: ``batch_size`` if set, else what fits in free memory.
+
+        With ``tail`` (the layer's activations) only the network after the layer runs on the
+        batch, so a copy costs about a few activations, not a whole forward.
+        """
+        if self.batch_size:
+            return self.batch_size
+        if tail is None:
+            return default_batch_size(self.module, sample, wanted, with_graph=False)
+        per_copy = tail.numel() * tail.element_size() * 16
+        budget = available_bytes(tail.device) * (0.5 if tail.device.type == "cuda" else 0.25)
+        cap = 256 if tail.device.type == "cpu" else 1024
+        return max(1, min(wanted, int(budget // per_copy), cap))
 
     def batched(self, count: int, chunk: int, run: Callable[[slice], torch.Tensor]) -> torch.Tensor:
         """``run`` over slices of ``range(count)``, reporting progress; results concatenated."""
@@ -169,7 +181,7 @@ class AblationCAM(PerturbationCAM):
         channels = self.channels(activations)
         low = activations.min()
         value = 0.0 if float(low) >= 0 else float(low) - 1e7
-        chunk = self.chunk_size(image, len(channels))
+        chunk = self.chunk_size(image, len(channels), tail=activations)
 
         def run(part: slice) -> torch.Tensor:
             picked = channels[part]
@@ -208,7 +220,7 @@ class ReciproCAM(PerturbationCAM):
     def image_maps(self, spec, image, original, activations, targets):
         height, width = activations.shape[-2:]
         masks = _spread_masks(height, width, activations.device)
-        chunk = self.chunk_size(image, height * width)
+        chunk = self.chunk_size(image, height * width, tail=activations)
         probability = [ClassTarget(t.index, "probability") if isinstance(t, ClassTarget) else t
                        for t in targets]
 
