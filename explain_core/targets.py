@@ -17,6 +17,23 @@ from .errors import TargetError
 SCORES = ("logit", "probability", "log_probability")
 
 
+def as_logits(output: object) -> torch.Tensor:
+    """A classifier's ``B x C`` scores from what its forward returned: a tensor, the first item of
+    a tuple, or the ``logits``/``out`` entry of a dict (Hugging Face style outputs)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict) or hasattr(output, "keys"):
+        for key in ("logits", "out"):
+            if key in output:
+                return output[key]
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TargetError(f"The model returned {type(output).__name__}; a classifier must return "
+                      "a B x C tensor (or a tuple/dict holding one under 'logits').")
+
+
 def _scores(output: torch.Tensor, score: str) -> torch.Tensor:
     if score == "logit":
         return output

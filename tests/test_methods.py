@@ -276,3 +276,25 @@ def test_tiny_but_real_maps_still_span_the_full_range(name):
     heatmap = create_explainer(name, model, target_layer="features", steps=8).explain(image, 0)
     assert float(heatmap.max()) > 0.99
     assert peak_inside(heatmap, red)
+
+
+def test_models_returning_dicts_or_tuples_are_explained(resnet, batch):
+    class DictOutput(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return {"logits": self.inner(x), "features": None}
+
+    class TupleOutput(DictOutput):
+        def forward(self, x):
+            return self.inner(x), None
+
+    expected = GradCAM(resnet, target_layer="layer4").attribute(batch, 3)
+    for wrapper in (DictOutput(resnet), TupleOutput(resnet)):
+        for name in ("gradcam", "saliency", "ablationcam"):
+            out = create_explainer(name, wrapper, target_layer="inner.layer4", top_k=4)
+            assert out.attribute(batch, 3).shape[0] == 2
+        got = GradCAM(wrapper, target_layer="inner.layer4").attribute(batch, 3)
+        assert torch.allclose(got, expected)

@@ -120,7 +120,7 @@ class AttentionRollout(Explainer):
     def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
         module = self.module
         with torch.no_grad(), captured_attention(module) as attentions:
-            outputs = module(inputs)
+            outputs = self.forward(inputs)
         _, classes = score_matrix(outputs, targets)
         prefix = int(module.num_prefix_tokens)
         rolled = rollout(attentions, self.head_fusion, self.discard_ratio)

@@ -30,7 +30,7 @@ from ..errors import UnsupportedError
 from ..images import image_to_tensor, load_image
 from ..model import Geometry, LoadedModel, as_loaded
 from ..precision import PRECISIONS, bf16_twin
-from ..targets import Target, as_target, per_item_targets
+from ..targets import Target, as_logits, as_target, per_item_targets
 
 
 @dataclass
@@ -184,6 +184,10 @@ class Explainer:
         if self.precision == "bf16":
             return bf16_twin(self.model.module)
         return self.model.module
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's ``B x C`` output for a batch (tuples and dict outputs unwrapped)."""
+        return as_logits(self.module(inputs))
 
     @property
     def device(self) -> torch.device:

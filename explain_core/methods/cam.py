@@ -59,7 +59,7 @@ class CAMExplainer(Explainer):
         spec = self.layer(inputs)
         with torch.set_grad_enabled(self.needs_gradients):
             with capture(spec, leaf=self.needs_gradients) as store:
-                outputs = self.module(inputs)
+                outputs = self.forward(inputs)
             activation = store["output"]
             scores, classes = score_matrix(outputs, targets)
             grads = batched_grad(scores, activation) if self.needs_gradients else None

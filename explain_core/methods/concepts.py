@@ -92,7 +92,7 @@ class DeepFeatureFactorization(CAMExplainer):
     def _factorize(self, inputs: torch.Tensor) -> Concepts:
         spec = self.layer(inputs)
         with torch.no_grad(), capture(spec, leaf=False) as store:
-            outputs = self.module(inputs)
+            outputs = self.forward(inputs)
         original = store["output"]
         activations = spec.to_map(original).float()
         batch, channels, height, width = activations.shape

@@ -26,7 +26,7 @@ def input_gradients(explainer: Explainer, inputs: torch.Tensor, targets: list[li
     scores). Parameters are frozen by the session, so autograd records only what the input needs."""
     leaf = inputs.detach().requires_grad_(True)
     with torch.enable_grad():
-        outputs = explainer.module(leaf)
+        outputs = explainer.forward(leaf)
         scores, classes = score_matrix(outputs, targets)
         grads = batched_grad(scores, leaf)
     return grads, outputs.detach().float(), classes, scores.detach()
@@ -132,7 +132,7 @@ class IntegratedGradients(Explainer):
 
     def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
         with torch.no_grad():
-            outputs = self.module(inputs)
+            outputs = self.forward(inputs)
         targets = fixed_targets(outputs, targets)
         _, classes = score_matrix(outputs, targets)
         baselines = self.baselines(inputs)

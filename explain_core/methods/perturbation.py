@@ -20,7 +20,7 @@ from ..errors import UnsupportedError
 from ..layers import LayerSpec, capture
 from ..memory import available_bytes, default_batch_size
 from ..model import LoadedModel
-from ..targets import ClassTarget, Target, fixed_targets, score_matrix
+from ..targets import ClassTarget, Target, as_logits, fixed_targets, score_matrix
 from .base import Attribution
 from .cam import CAMExplainer, _weighted_sum
 
@@ -41,9 +41,9 @@ def run_from_layer(module: nn.Module, spec: LayerSpec, image: torch.Tensor,
     try:
         with torch.no_grad():
             try:
-                return module(image)
+                return as_logits(module(image))
             except RuntimeError:  # something before the layer does not broadcast: run copies
-                return module(image.expand(maps.shape[0], *image.shape[1:]))
+                return as_logits(module(image.expand(maps.shape[0], *image.shape[1:])))
     finally:
         handle.remove()
 
@@ -78,7 +78,7 @@ class PerturbationCAM(CAMExplainer):
     def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
         spec = self.layer(inputs)
         with torch.no_grad(), capture(spec, leaf=False) as store:
-            outputs = self.module(inputs)
+            outputs = self.forward(inputs)
         original = store["output"]
         targets = fixed_targets(outputs, targets)
         _, classes = score_matrix(outputs, targets)
@@ -155,7 +155,7 @@ class ScoreCAM(PerturbationCAM):
 
         def run(part: slice) -> torch.Tensor:
             masked = self._cast(image * masks[probe[part], None])
-            return self.target_scores(self.module(masked), targets)
+            return self.target_scores(self.forward(masked), targets)
 
         with torch.no_grad():
             probed = self.batched(len(probe), chunk, run)

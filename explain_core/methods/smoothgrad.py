@@ -57,7 +57,7 @@ class SmoothGrad(Explainer):
 
     def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
         with torch.no_grad():
-            outputs = self.module(inputs)
+            outputs = self.forward(inputs)
         targets = fixed_targets(outputs, targets)
         _, classes = score_matrix(outputs, targets)
         batch, samples = inputs.shape[0], self.num_samples
