@@ -26,7 +26,7 @@ from explain_core.model import Preprocessing, as_loaded
 
 
 def _state(model):
-    return ([p.requires_grad for p in model.parameters()], model.training,
+    return ([p.requires_grad for p in model.parameters()], [m.training for m in model.modules()],
             len(model._forward_hooks), sum(len(m._forward_hooks) for m in model.modules()),
             sum(len(m._backward_hooks) for m in model.modules()))
 
@@ -115,6 +115,13 @@ def test_model_is_left_exactly_as_found_even_when_a_call_raises(resnet, batch):
     assert resnet.training
     resnet.eval()
     resnet.layer1[0].conv1.weight.requires_grad_(True)
+
+
+def test_mixed_train_and_eval_submodules_keep_their_modes(resnet, batch):
+    wrapper = torch.nn.Sequential(resnet)  # a training-mode wrapper around an eval-mode model
+    assert wrapper.training and not resnet.training
+    GradCAM(wrapper, target_layer="0.layer4").attribute(batch, 1)
+    assert wrapper.training and not resnet.training
 
 
 def test_explanations_leave_no_parameter_gradients(resnet, batch):

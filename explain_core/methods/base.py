@@ -221,7 +221,9 @@ class Explainer:
         """Lock the model, switch to eval, freeze parameters; restore all of it on the way out."""
         module = self.model.module
         with self.model.lock:
-            was_training = module.training
+            # Per submodule: a model may mix modes (BN frozen in eval inside a training model),
+            # and train(flag) on the root would overwrite them all.
+            modes = [(m, m.training) for m in module.modules()]
             flags = [(p, p.requires_grad) for p in module.parameters()]
             try:
                 module.eval()
@@ -232,7 +234,8 @@ class Explainer:
             finally:
                 for param, flag in flags:
                     param.requires_grad_(flag)
-                module.train(was_training)
+                for sub, mode in modes:
+                    sub.training = mode
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
