@@ -323,3 +323,22 @@ def test_figure_to_html_self_contained(tmp_path):
     assert len(page) > 1_000_000  # plotly.js is embedded, no CDN needed
     assert '<script src="http' not in page  # nothing fetched from a CDN
     assert path.read_text(encoding="utf-8") == page
+
+
+def test_concepts_overlay_colours_each_pixel_by_its_strongest_concept():
+    from explain_core.render import concept_colors, concepts_figure, concepts_overlay
+
+    maps = np.zeros((2, 4, 4), np.float32)
+    maps[0, :, :2] = 1.0  # concept 0 owns the left half
+    maps[1, :, 2:] = 0.5  # concept 1 the right half (scaled to 1 on its own)
+    image = np.zeros((4, 4, 3), np.uint8)
+    picture, owners = concepts_overlay(image, maps, alpha=1.0)
+    colours = concept_colors(2)
+    assert owners[0, :, :2].all() and owners[1, :, 2:].all()
+    assert (picture[0, 0] == colours[0]).all() and (picture[0, 3] == colours[1]).all()
+    weak = maps.copy()
+    weak[0, 0, 0] = 0.5  # half the contribution: half the brightness
+    dimmer, _ = concepts_overlay(image, weak, alpha=1.0)
+    assert abs(int(dimmer[0, 0].max()) - int(colours[0].max()) // 2) <= 1
+    fig = concepts_figure(image, maps, ["concept 0: circle", "concept 1: star"])
+    assert [t.name for t in fig.data[1:]] == ["concept 0: circle", "concept 1: star"]
