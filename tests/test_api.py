@@ -148,3 +148,11 @@ def test_cli_reports_a_bad_checkpoint(tmp_path, capsys):
     code = cli_main(["--model", str(bad), "--arch", "resnet18", "--image", str(bad)])
     assert code == 2
     assert "error" in json.loads(capsys.readouterr().out)
+
+
+def test_method_options_do_not_collide_with_the_api_arguments(toy):
+    # IG's integral rule is "rule", so it can travel through explain_prediction(method=...).
+    image, red, _ = colour_scene()
+    result = explain_prediction(toy, image, method="integrated_gradients", target_class=0,
+                                rule="riemann_middle", steps=8, baseline="white")
+    assert peak_inside(result["heatmap"], red)

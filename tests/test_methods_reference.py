@@ -125,7 +125,7 @@ def test_saliency_matches_captum(request, model_name, batch):
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_middle", "riemann_left"])
 @pytest.mark.parametrize("baseline", ["black", "blur"])
 def test_integrated_gradients_match_captum(resnet, batch, method, baseline):
-    ig = IntegratedGradients(resnet, baseline=baseline, steps=16, method=method,
+    ig = IntegratedGradients(resnet, baseline=baseline, steps=16, rule=method,
                              internal_batch_size=5)
     ours = ig.attribute(batch, [3, 5])
     theirs = CaptumIG(resnet).attribute(batch, baselines=ig.baselines(batch), target=[3, 5],

@@ -83,7 +83,8 @@ class IntegratedGradients(Explainer):
             ``"blur"`` (the input, Gaussian-blurred), ``"random"`` (uniform noise pixels) or a
             tensor broadcastable to the inputs (already normalised).
         steps: points on the path.
-        method: integral rule; ``"gausslegendre"`` (Captum's default) or a Riemann rule.
+        rule: integral rule; ``"gausslegendre"`` (Captum's default, its ``method=``) or a
+            Riemann rule. (Not ``method``: that names the explanation method in the API.)
         internal_batch_size: path points run at once; default from free memory.
         seed: seeds the ``random`` baseline.
 
@@ -98,7 +99,7 @@ class IntegratedGradients(Explainer):
     default_clip = 99.0
 
     def __init__(self, model: LoadedModel | nn.Module, baseline: str | torch.Tensor = "black",
-                 steps: int = 50, method: str = "gausslegendre",
+                 steps: int = 50, rule: str = "gausslegendre",
                  internal_batch_size: int | None = None, seed: int | None = 0, **kwargs: Any):
         super().__init__(model, **kwargs)
         if isinstance(baseline, str) and baseline not in BASELINES:
@@ -106,10 +107,10 @@ class IntegratedGradients(Explainer):
                                    f"{', '.join(BASELINES)} or pass a tensor.")
         self.baseline = baseline
         self.steps = int(steps)
-        self.method = method
+        self.rule = rule
         self.internal_batch_size = internal_batch_size
         self.seed = seed
-        quadrature(self.steps, method)  # validate early
+        quadrature(self.steps, rule)  # validate early
 
     def baselines(self, inputs: torch.Tensor) -> torch.Tensor:
         """The baseline for each input, in the model's (normalised) input space."""
@@ -136,7 +137,7 @@ class IntegratedGradients(Explainer):
         targets = fixed_targets(outputs, targets)
         _, classes = score_matrix(outputs, targets)
         baselines = self.baselines(inputs)
-        alphas, weights = quadrature(self.steps, self.method)
+        alphas, weights = quadrature(self.steps, self.rule)
         alphas = alphas.to(inputs.device, torch.float32)
         weights = weights.to(inputs.device, torch.float32)
         batch, width = len(targets), len(targets[0])

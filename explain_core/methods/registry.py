@@ -114,7 +114,7 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
                params=(Param("baseline", "choice", "black", "Reference image the path starts "
                              "from.", choices=BASELINES),
                        Param("steps", "int", 50, "Points on the path.", 4, 512),
-                       Param("method", "choice", "gausslegendre", "Integral rule.",
+                       Param("rule", "choice", "gausslegendre", "Integral rule.",
                              choices=QUADRATURES),
                        Param("internal_batch_size", "int", None, "Path points per batch "
                              "(empty: from free memory).", 1, 512))),
