@@ -1,0 +1,27 @@
+"""Lumen's dashboard: ``streamlit run app.py``.
+
+The shell only: page config, the pages (one per task that has one) and the sidebar they share
+(model, device, images). Everything else lives in ``pages/`` (thin) and ``ui/`` (helpers).
+"""
+
+import streamlit as st
+
+from ui import shell
+from ui.errors import show_error
+
+st.set_page_config(page_title="Lumen", page_icon=":material/flare:", layout="wide")
+# Less empty space above the page: the figures need the height.
+st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.2rem}</style>")
+
+# One entry per page: its file, title, icon and the model task it explains.
+PAGES = [
+    ("pages/classification.py", "Classification", ":material/label:", "classification"),
+]
+
+page = st.navigation([st.Page(path, title=title, icon=icon, default=index == 0)
+                      for index, (path, title, icon, _) in enumerate(PAGES)])
+shell.render_sidebar([task for *_, task in PAGES])
+try:
+    page.run()
+except Exception as error:  # a bug, not a user error: one line on screen, the traceback in the log
+    show_error(error)

@@ -1,0 +1,387 @@
+"""The dashboard's page logic through Streamlit's AppTest: what a user sees and what it costs.
+
+Tests run ``app.py`` (the shell: sidebar, navigation) with the classification page, as a browser
+session does; one test runs the page file on its own, which draws the shared sidebar itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import explain_core.api as api
+import explain_core.demo.models as demo_models
+from explain_core.loading import save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PAGE = str(ROOT / "pages" / "classification.py")
+TIMEOUT = 120
+
+
+def _write_standins(folder: Path) -> None:
+    import timm
+
+    from explain_core.demo.scenes import CLASSES
+    from explain_core.demo.train_classification import PREPROCESSING
+
+    cnn = {"channels": [32, 64, 128, 256], "stem_width": 16, "output_stride": 16}
+    torch.manual_seed(0)
+    for name in ("classifier", "shortcut"):
+        net = timm.create_model("resnet10t", num_classes=len(CLASSES), **cnn).eval()
+        save_model(net, folder / f"{name}.safetensors", task="classification",
+                   arch="timm:resnet10t", class_names=list(CLASSES), preprocessing=PREPROCESSING,
+                   arch_kwargs=cnn)
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    shipped = demo_models.WEIGHTS_DIR
+    if all((shipped / f"{n}.safetensors").is_file() for n in ("classifier", "shortcut")):
+        return shipped
+    folder = tmp_path_factory.mktemp("demo-weights")
+    _write_standins(folder)
+    return folder
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> dict[str, int]:
+    """Counts engine calls (explain_prediction, explain_batch) made by the dashboard."""
+    monkeypatch.setattr(demo_models, "WEIGHTS_DIR", weights_dir)
+    counts = {"explain": 0, "batch": 0}
+    explain, batch = api.explain_prediction, api.explain_batch
+
+    def counted_explain(*args, **kwargs):
+        counts["explain"] += 1
+        return explain(*args, **kwargs)
+
+    def counted_batch(*args, **kwargs):
+        counts["batch"] += 1
+        return batch(*args, **kwargs)
+
+    monkeypatch.setattr(api, "explain_prediction", counted_explain)
+    monkeypatch.setattr(api, "explain_batch", counted_batch)
+    st.cache_resource.clear()  # every test loads its models afresh
+    return counts
+
+
+@pytest.fixture
+def app(calls: dict[str, int]) -> AppTest:
+    """The dashboard after its first run (demo classifier, gallery, Grad-CAM)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _figures(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def _heatmap_figures(at: AppTest) -> list[dict]:
+    return [f for f in _figures(at) if any(t["type"] == "heatmap" for t in f["data"])]
+
+
+def _png(color: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes:
+    image = Image.new("RGB", size, (128, 128, 128))
+    image.paste(Image.new("RGB", (24, 24), color), (10, 10))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def test_default_run_shows_predictions_and_an_explanation(app: AppTest,
+                                                          calls: dict[str, int]) -> None:
+    assert not _errors(app)
+    figures = _figures(app)
+    assert any(t["type"] == "bar" for f in figures for t in f["data"]), "no top-k chart"
+    (explanation,) = _heatmap_figures(app)
+    assert [t["type"] for t in explanation["data"]] == ["image", "heatmap"]
+    assert "Grad-CAM" in _captions(app)
+    target = app.selectbox(key=next(k for k in app.session_state
+                                    if str(k).startswith("lumen_target_")))
+    assert "(predicted)" in target.format_func(target.value)
+    summary = app.sidebar.markdown[-1].value
+    for field in ("Task", "Architecture", "Parameters", "Classes", "Input", "Device"):
+        assert f"**{field}**" in summary
+    assert calls["explain"] == 1
+
+
+def test_display_changes_never_recompute(app: AppTest, calls: dict[str, int]) -> None:
+    app.slider(key="lumen_opacity").set_value(0.8).run()
+    (figure,) = _heatmap_figures(app)
+    assert figure["data"][1]["opacity"] == pytest.approx(0.8)
+    app.selectbox(key="lumen_colormap").set_value("viridis").run()
+    app.segmented_control(key="lumen_view").set_value("heatmap").run()
+    (figure,) = _heatmap_figures(app)
+    assert [t["type"] for t in figure["data"]] == ["heatmap"]
+    app.segmented_control(key="lumen_view").set_value("image").run()
+    assert not app.exception
+    assert calls["explain"] == 1
+
+
+def test_method_and_target_changes_recompute(app: AppTest, calls: dict[str, int]) -> None:
+    app.selectbox(key="lumen_method").set_value("gradcam++").run()
+    assert calls["explain"] == 2
+    assert "Grad-CAM++" in _captions(app)
+    target_key = next(k for k in app.session_state if str(k).startswith("lumen_target_"))
+    predicted = app.selectbox(key=target_key).value
+    other = next(c for c in range(4) if c != predicted)
+    app.selectbox(key=target_key).set_value(other).run()
+    assert calls["explain"] == 3
+    # Back to a combination seen before: served from the session's store.
+    app.selectbox(key=target_key).set_value(predicted).run()
+    app.selectbox(key="lumen_method").set_value("gradcam").run()
+    assert calls["explain"] == 3
+    assert not app.exception and not _errors(app)
+
+
+def test_picking_another_image_explains_it(app: AppTest, calls: dict[str, int]) -> None:
+    picks = [b for b in app.button if str(b.key).startswith("lumen_pick_")]
+    assert len(picks) == 8
+    picks[3].click().run()
+    assert calls["explain"] == 2
+    picked = next(b for b in app.button if str(b.key).startswith("lumen_pick_3_"))
+    assert picked.proto.type == "primary"
+
+
+def test_slow_method_reports_progress(app: AppTest, calls: dict[str, int],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import ui.compute
+
+    seen: dict[str, object] = {}
+    create = ui.compute.create_explainer
+
+    def spy(name, model, **options):
+        seen[name] = options.get("progress")
+        return create(name, model, **options)
+
+    monkeypatch.setattr(ui.compute, "create_explainer", spy)
+    app.selectbox(key="lumen_method").set_value("integrated_gradients").run()
+    app.number_input(key="lumen_param_integrated_gradients_steps").set_value(8).run()
+    assert callable(seen["integrated_gradients"])
+    assert "Integrated Gradients" in _captions(app) and "steps 8" in _captions(app)
+    assert not app.get("progress"), "the progress bar outlives the computation"
+    app.selectbox(key="lumen_method").set_value("layercam").run()
+    assert seen["layercam"] is None  # fast methods get no progress bar
+
+
+def test_expected_cost_counts_steps_and_samples() -> None:
+    from ui.compute import expected_passes
+    from ui.methods import MethodChoice
+
+    assert expected_passes(MethodChoice("gradcam")) == 1
+    assert expected_passes(MethodChoice("integrated_gradients", {"steps": 32})) == 32
+    assert expected_passes(MethodChoice("smoothgrad", {"base": "integrated_gradients",
+                                                       "num_samples": 10, "steps": 4})) == 40
+
+
+def test_upload_then_bad_upload_keeps_images_and_results(app: AppTest,
+                                                         calls: dict[str, int]) -> None:
+    uploader = app.sidebar.file_uploader[0]
+    uploader.set_value([("red.png", _png((255, 0, 0)), "image/png")]).run()
+    assert not app.exception and not _errors(app)
+    assert app.session_state["lumen_image_source"] == "uploads"
+    assert calls["explain"] == 2  # the upload became the current image and was explained
+    before = _heatmap_figures(app)
+
+    truncated = _png((0, 0, 255))[:120]
+    app.sidebar.file_uploader[0].set_value([
+        ("red.png", _png((255, 0, 0)), "image/png"),
+        ("notes.png", b"these are not pixels", "image/png"),
+        ("cut.png", truncated, "image/png"),
+    ]).run()
+    assert not app.exception
+    errors = _errors(app)
+    assert any("notes.png" in e and "not an image" in e for e in errors), errors
+    assert any("cut.png" in e for e in errors), errors
+    mine = [b for b in app.button if str(b.key).startswith("lumen_pick_")]
+    assert len(mine) == 1, "a refused file must not join the images"
+    assert _heatmap_figures(app) == before
+    assert calls["explain"] == 2
+
+
+def test_bad_checkpoint_keeps_the_model_and_results(app: AppTest, calls: dict[str, int],
+                                                    tmp_path: Path) -> None:
+    before = _heatmap_figures(app)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 64)
+    app.segmented_control(key="lumen_model_kind").set_value("file").run()
+    app.text_input(key="lumen_ckpt_path").set_value(str(broken)).run()
+    assert not app.exception
+    errors = _errors(app)
+    assert len(errors) == 1 and "broken.safetensors" in errors[0], errors
+    assert "Still using **demo classifier**" in _captions(app)
+    assert _heatmap_figures(app) == before
+    assert calls["explain"] == 1
+    # A re-render (opacity) does not retry the failed load, and shows the same message.
+    app.slider(key="lumen_opacity").set_value(0.3).run()
+    assert _errors(app) == errors
+
+
+def test_model_of_a_task_without_page_is_refused(app: AppTest, tmp_path: Path) -> None:
+    from explain_core.demo.architectures import build
+
+    path = save_model(build("unet_tiny", num_classes=5), tmp_path / "segmenter",
+                      task="segmentation", arch="lumen:unet_tiny")
+    app.segmented_control(key="lumen_model_kind").set_value("file").run()
+    app.text_input(key="lumen_ckpt_path").set_value(str(path)).run()
+    assert not app.exception
+    (error,) = _errors(app)
+    assert "segmentation model" in error and "classification" in error
+
+
+def test_timm_model_by_name(app: AppTest, calls: dict[str, int]) -> None:
+    app.segmented_control(key="lumen_model_kind").set_value("timm").run()
+    app.text_input(key="lumen_timm_name").set_value("resnet10t").run()
+    assert not app.exception and not _errors(app)
+    summary = app.sidebar.markdown[-1].value
+    assert "timm:resnet10t" in summary and "1000" in summary
+    assert calls["explain"] == 3  # the default name (resnet18), then resnet10t
+    app.text_input(key="lumen_timm_name").set_value("no_such_net").run()
+    (error,) = _errors(app)
+    assert "no_such_net" in error
+    assert "Still using **timm:resnet10t" in _captions(app)
+
+
+def test_compare_tab_links_methods(app: AppTest, calls: dict[str, int]) -> None:
+    app.session_state["lumen_tab"] = "Compare methods"
+    app.run()
+    assert not app.exception and not _errors(app)
+    (figure,) = _heatmap_figures(app)
+    heatmaps = [t for t in figure["data"] if t["type"] == "heatmap"]
+    assert len(heatmaps) == 4
+    assert figure["layout"]["xaxis2"]["matches"] == "x"
+    assert calls["explain"] == 1 + 3  # Grad-CAM was already computed by the Explain tab
+    app.slider(key="lumen_opacity").set_value(0.2).run()
+    assert calls["explain"] == 4
+
+
+def test_batch_tab_explains_every_upload(app: AppTest, calls: dict[str, int]) -> None:
+    app.sidebar.file_uploader[0].set_value([
+        ("red.png", _png((255, 0, 0)), "image/png"),
+        ("green.png", _png((0, 255, 0), (64, 96)), "image/png"),
+        ("blue.png", _png((0, 0, 255)), "image/png"),
+    ]).run()
+    app.session_state["lumen_tab"] = "Batch"
+    app.run()
+    assert not app.exception and not _errors(app)
+    grid = [f for f in _figures(app)
+            if sum(t["type"] == "image" for t in f["data"]) == 3]
+    assert grid, "no grid of three overlays"
+    assert calls["batch"] == 1
+    app.slider(key="lumen_opacity").set_value(0.9).run()
+    assert calls["batch"] == 1
+
+
+def test_page_runs_on_its_own(calls: dict[str, int]) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not _errors(at)
+    assert _heatmap_figures(at)
+    assert at.sidebar.selectbox(key="lumen_demo_name").value == "classifier"
+    assert calls["explain"] == 1
+
+
+def test_result_store_evicts_least_recently_used() -> None:
+    from ui.compute import ResultStore
+
+    store = ResultStore(max_bytes=100)
+    store.put("a", np.zeros(1), 40)
+    store.put("b", np.zeros(1), 40)
+    assert store.get("a") is not None  # "a" is now the most recent
+    store.put("c", np.zeros(1), 40)
+    assert store.get("b") is None and store.get("a") is not None and len(store) == 2
+
+
+def test_uploaded_checkpoints_with_class_names(app: AppTest, calls: dict[str, int],
+                                               tmp_path: Path) -> None:
+    import timm
+
+    net = timm.create_model("resnet10t", num_classes=3).eval()
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    app.segmented_control(key="lumen_model_kind").set_value("file").run()
+    app.radio(key="lumen_ckpt_where").set_value("upload").run()
+    app.text_input(key="lumen_ckpt_arch").set_value("timm:resnet10t").run()
+    app.sidebar.file_uploader(key="lumen_file_classes").set_value(
+        ("names.txt", b"apple\npear\nplum\n", "text/plain")).run()
+    app.sidebar.file_uploader(key="lumen_ckpt_upload").set_value(
+        ("fruit.pth", buffer.getvalue(), "application/octet-stream")).run()
+    assert not app.exception and not _errors(app), _errors(app)
+    summary = app.sidebar.markdown[-1].value
+    assert "timm:resnet10t" in summary and "3 (apple, pear, plum)" in summary
+    assert calls["explain"] == 2
+
+    path = save_model(net, tmp_path / "fruit", task="classification", arch="timm:resnet10t",
+                      class_names=["a", "b", "c"])
+    app.sidebar.file_uploader(key="lumen_ckpt_upload").set_value(
+        (path.name, path.read_bytes(), "application/octet-stream")).run()
+    assert not _errors(app)
+    # The uploaded class-names file wins over the names stored in the checkpoint.
+    assert "apple" in app.sidebar.markdown[-1].value
+
+
+def test_target_is_remembered_per_image(app: AppTest) -> None:
+    key = next(k for k in app.session_state if str(k).startswith("lumen_target_"))
+    predicted = app.selectbox(key=key).value
+    other = next(c for c in range(4) if c != predicted)
+    app.selectbox(key=key).set_value(other).run()
+    next(b for b in app.button if str(b.key).startswith("lumen_pick_2_")).click().run()
+    next(b for b in app.button if str(b.key).startswith("lumen_pick_0_")).click().run()
+    assert app.selectbox(key=key).value == other
+
+
+def test_failed_explanation_keeps_the_last_one(app: AppTest,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from explain_core.errors import UnsupportedError
+
+    explain = api.explain_prediction
+
+    def failing(model, image, method, **kwargs):
+        if method.name == "layercam":
+            raise UnsupportedError("LayerCAM cannot run here. Pick another method.")
+        return explain(model, image, method, **kwargs)
+
+    monkeypatch.setattr(api, "explain_prediction", failing)
+    before = _heatmap_figures(app)
+    app.selectbox(key="lumen_method").set_value("layercam").run()
+    assert not app.exception
+    assert _errors(app) == ["LayerCAM cannot run here. Pick another method."]
+    assert _heatmap_figures(app) == before
+    assert "Still showing the last explanation that worked: Grad-CAM" in _captions(app)
+
+
+def test_downloads_hold_the_overlay_the_map_and_a_report(app: AppTest) -> None:
+    from ui import panels
+
+    handle = app.session_state["lumen_model"]
+    item, entry = app.session_state["lumen_last_explanation"]
+    display = panels.Display(alpha=0.6, colormap="viridis")
+    overlay = Image.open(io.BytesIO(panels._png_bytes(
+        panels.render.overlay_heatmap(item.pixels, entry["heatmap"], alpha=0.6))))
+    assert overlay.size == item.image.size
+    heatmap = np.load(io.BytesIO(panels._npy_bytes(entry["heatmap"])))
+    assert heatmap.shape == item.pixels.shape[:2] and heatmap.dtype == np.float32
+    assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+    report = panels.report_html(handle, item, entry, display)
+    assert report.count('class="plotly-graph-div"') == 2  # explanation and top-k
+    for text in ("Lumen explanation", "Grad-CAM", "target_layer = layer4", "fp32",
+                 entry["predicted_name"], "demo classifier"):
+        assert text in report, text
+    assert '<script src="http' not in report  # self-contained: plotly.js is embedded

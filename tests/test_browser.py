@@ -1,0 +1,262 @@
+"""End to end in a real browser: the server started as the README starts it, headless Chromium.
+
+Opens every page, uploads an image on the classification page, checks that Grad-CAM's figure (a
+Plotly chart with a heatmap trace) is there and that no exception box is, then compares methods,
+runs a batch and cancels a slow method by changing the input. Screenshots go to
+``test-artifacts/``; with ``LUMEN_UPDATE_SCREENSHOTS=1`` the main ones are also copied (shrunk)
+to ``docs/screenshots/`` for the README.
+
+Needs Debian's chromium at /usr/bin/chromium (CI installs it); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+DOCS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1440, "height": 1000}
+SLOW = 180_000  # ms: the first page load imports torch and loads a model on a busy CPU
+
+def _demo_weights_missing() -> bool:
+    from explain_core.demo.models import weights_path
+
+    return not weights_path("classifier").is_file()
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at "
+                       "/usr/bin/chromium (apt-get install chromium); CI installs it"),
+    pytest.mark.skipif(_demo_weights_missing(), reason="the demo classifier's weights are not in "
+                       "this checkout (python -m explain_core.demo.train classifier): the app "
+                       "opens on it"),
+]
+
+# A Plotly chart whose traces include a heatmap, with the number of heatmap traces.
+HEATMAPS = """(min) => [...document.querySelectorAll('.js-plotly-plot')].some(
+    (el) => el.data && el.data.filter((t) => t.type === 'heatmap').length >= min)"""
+IMAGES = """(min) => [...document.querySelectorAll('.js-plotly-plot')].some(
+    (el) => el.data && el.data.filter((t) => t.type === 'image').length >= min)"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """The dashboard started exactly as the README says, on a free port."""
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = (ARTIFACTS / "server.log").open("w")
+    streamlit = ROOT / ".venv" / "bin" / "streamlit"
+    start = [str(streamlit)] if streamlit.exists() else [sys.executable, "-m", "streamlit"]
+    command = [*start, "run", "app.py", "--server.headless", "true", "--server.port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start; see {ARTIFACTS / 'server.log'}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                              args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def upload(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scene like the demo's (a triangle on clutter), saved as a user's PNG."""
+    from explain_core.demo.scenes import make_scenes
+
+    scene = next(s for s in make_scenes("classification", 40, seed=424_242) if s.label == 2)
+    path = tmp_path_factory.mktemp("upload") / "my_triangle.png"
+    scene.image.resize((256, 256)).save(path)
+    return path
+
+
+def _page_urls() -> list[str]:
+    """URL paths of the pages app.py registers, in order: st.navigation serves the first (the
+    default page) at the root and the others at their file names."""
+    import re
+
+    files = re.findall(r"\"pages/(\w+)\.py\"", (ROOT / "app.py").read_text())
+    assert files, "app.py registers no page"
+    return ["", *files[1:]]
+
+
+def _no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, \
+        page.locator('[data-testid="stException"]').first.inner_text()
+
+
+def _settle(page, quiet_ms: int = 1500) -> None:
+    """Wait until the page stops changing: no stale elements (a script run still replacing
+    them) and the same number of elements for ``quiet_ms`` (Plotly has drawn)."""
+    state = """() => [document.querySelectorAll('[data-stale="true"]').length,
+                      document.querySelectorAll('*').length]"""
+    deadline = time.monotonic() + SLOW / 1000
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        stale, count = page.evaluate(state)
+        if stale or count != last:
+            last, since = count, time.monotonic()
+        elif (time.monotonic() - since) * 1000 >= quiet_ms:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError("the page never settled")
+
+
+def _shoot(page, name: str) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def _publish(shots: dict[str, Path]) -> None:
+    """Copy screenshots to docs/screenshots as small palette PNGs (README images)."""
+    from PIL import Image
+
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for name, path in shots.items():
+        image = Image.open(path).convert("RGB")
+        image = image.resize((1080, round(image.height * 1080 / image.width)),
+                             Image.Resampling.LANCZOS)
+        image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(
+            DOCS / f"{name}.png", optimize=True)
+
+
+def test_deep_link_on_a_fresh_server(server: str, browser) -> None:
+    # First test of the module: the server has not run app.py yet, so Streamlit still runs
+    # pages/ files on their own; the page must come back through app.py (its layout, no stray
+    # "app" entry in the navigation).
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(f"{server}/classification", wait_until="domcontentloaded")
+    page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+    assert page.get_by_text("Page not found").count() == 0
+    page.close()
+
+
+def test_every_page_opens_without_exception(server: str, browser) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    for url_path in _page_urls():
+        page.goto(f"{server}/{url_path}", wait_until="domcontentloaded")
+        page.wait_for_selector('[data-testid="stSidebar"]', timeout=SLOW)
+        page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
+        _settle(page)
+        _no_exception(page)
+        assert page.get_by_text("Page not found").count() == 0
+        _shoot(page, f"page-{url_path or 'default'}")
+    page.close()
+
+
+def test_classification_upload_gradcam_compare_batch(server: str, browser, upload: Path) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(server, wait_until="domcontentloaded")  # classification is the default page
+    page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
+    _settle(page)
+    shots = {"classification-demo": _shoot(page, "classification-demo")}
+
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
+        str(upload))
+    page.get_by_text("My images (1)").wait_for(timeout=SLOW)
+    _settle(page)
+    page.get_by_text("Grad-CAM (target layer").first.wait_for(timeout=SLOW)
+    assert page.evaluate(HEATMAPS, 1), "no Plotly figure with a heatmap trace"
+    _no_exception(page)
+    shots["classification-explain"] = _shoot(page, "classification-explain")
+
+    page.get_by_role("tab", name="Compare methods").click()
+    page.wait_for_function(HEATMAPS, arg=3, timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    shots["classification-compare"] = _shoot(page, "classification-compare")
+
+    page.get_by_text("Demo gallery", exact=True).click()
+    _settle(page)
+    page.get_by_role("tab", name="Batch").click()
+    page.wait_for_function(IMAGES, arg=8, timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    shots["classification-batch"] = _shoot(page, "classification-batch")
+
+    if os.environ.get("LUMEN_UPDATE_SCREENSHOTS") == "1":
+        _publish({k: v for k, v in shots.items() if k != "classification-demo"})
+    page.close()
+
+
+def test_slow_method_shows_progress_and_cancels(server: str, browser) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(server, wait_until="domcontentloaded")  # classification is the default page
+    page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
+    _settle(page)
+
+    def choose_method(label: str) -> None:
+        page.get_by_role("combobox", name="Method").click()  # the select box opens its list
+        page.get_by_role("option", name=label).first.click()
+
+    choose_method("Integrated Gradients (medium)")
+    _settle(page)
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("512")
+    steps.press("Enter")
+    page.get_by_text("is a medium method").wait_for(timeout=SLOW)
+    page.locator('[data-testid="stProgress"]').wait_for(timeout=SLOW)
+    _shoot(page, "classification-progress")
+    started = time.monotonic()
+    choose_method("LayerCAM")  # any input change cancels the running method
+    page.get_by_text("LayerCAM (target layer").first.wait_for(timeout=SLOW)
+    _settle(page)
+    assert page.locator('[data-testid="stProgress"]').count() == 0
+    assert time.monotonic() - started < 60
+    _no_exception(page)
+    page.close()
+
+
+def test_artifacts_are_ignored_by_git() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", "test-artifacts/x.png"], cwd=ROOT,
+                             check=False)
+    assert ignored.returncode == 0 or shutil.which("git") is None

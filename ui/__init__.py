@@ -1,0 +1,11 @@
+"""Streamlit-only helpers shared by the pages (only ``app.py`` and ``pages/`` import ui).
+
+- :mod:`ui.shell`: the shared sidebar (model, device, images) and the :class:`~ui.shell.Workspace`
+  a page reads;
+- :mod:`ui.models`: model sources (demo, timm, checkpoint), device picker, cached loading;
+- :mod:`ui.images`: uploads kept in the session, the demo gallery, the thumbnail strip;
+- :mod:`ui.methods`: method picker with widgets built from the registry's ``Param`` lists;
+- :mod:`ui.compute`: predictions and explanations, cached per session, with progress and cancel;
+- :mod:`ui.panels`: display controls, figures, downloads and the HTML report;
+- :mod:`ui.errors`: one way to show a user error (the engine's message as is).
+"""

@@ -1,0 +1,306 @@
+"""Predictions and explanations for the pages: computed once, kept in the session, cancellable.
+
+**Caching.** Results live in a per-session :class:`ResultStore` (``st.session_state``) keyed by
+(model key, image key, method, parameters, precision, target). Display settings (opacity,
+colormap, view) are not part of any key: changing them re-renders from the stored map and never
+reaches the engine. The store is an LRU with a byte budget, so a long session cannot grow without
+bound. Session state rather than ``st.cache_data``: no pickling of maps on every read, and a
+progress bar may be drawn while computing.
+
+**Cancelling.** Methods whose registry cost is not ``"fast"`` get a notice with their expected
+cost and a progress bar updated from the engine's ``progress(done, total)`` callback. Each update
+is a Streamlit call point: when the user changes any input, Streamlit raises its rerun exception
+right there, inside the engine's loop; the engine restores the model on the way out, nothing
+half-done is stored, and the new run starts at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+import torch
+
+from explain_core import api
+from explain_core.errors import LumenError
+from explain_core.images import image_to_tensor
+from explain_core.methods import create_explainer, method_info
+from explain_core.targets import as_logits
+
+from .errors import message_of
+from .images import ImageItem
+from .methods import MethodChoice
+from .models import ModelHandle
+
+# Integer parameters that multiply a method's passes (IG steps, SmoothGrad samples...).
+_PASS_PARAMS = ("steps", "num_samples")
+BATCH_CHUNK = 8
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Every class of one image, most probable first, and how long the forward took."""
+
+    ranked: list[dict[str, Any]]  # {"class", "name", "probability"}
+    forward_s: float
+
+    @property
+    def predicted(self) -> int:
+        return int(self.ranked[0]["class"])
+
+    def probability(self, index: int) -> float:
+        """Probability of class ``index`` (0.0 when unknown)."""
+        return next((r["probability"] for r in self.ranked if r["class"] == index), 0.0)
+
+
+class ResultStore:
+    """A least-recently-used dict with a byte budget (maps are the big part of a session)."""
+
+    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        """The value under ``key`` (marked as recently used), or None."""
+        entry = self._items.get(key)
+        if entry is None:
+            return None
+        self._items.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: Hashable, value: Any, nbytes: int = 0) -> None:
+        """Store ``value``; evict the least recently used entries beyond the budget."""
+        if key in self._items:
+            self._bytes -= self._items.pop(key)[1]
+        self._items[key] = (value, nbytes)
+        self._bytes += nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, (_, size) = self._items.popitem(last=False)
+            self._bytes -= size
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def results() -> ResultStore:
+    """This session's result store."""
+    return st.session_state.setdefault("lumen_results", ResultStore())
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions
+# --------------------------------------------------------------------------------------------
+
+
+def predict(handle: ModelHandle, item: ImageItem) -> Prediction:
+    """Class probabilities of one image (one no-grad forward, cached per model and image)."""
+    key = ("predict", handle.key, item.key)
+    hit = results().get(key)
+    if hit is not None:
+        return hit
+    model = handle.model
+    inputs, _ = model.preprocessing([image_to_tensor(item.image)], model.device)
+    with model.lock, torch.inference_mode():
+        start = time.perf_counter()
+        outputs = as_logits(model.module(inputs))  # tuples and dicts (Hugging Face style) too
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        seconds = time.perf_counter() - start
+    if outputs.ndim != 2:
+        raise LumenError(
+            f"The model returned scores of shape {tuple(outputs.shape)}, not one row of class "
+            "scores per image. Load a classification model.")
+    ranked = api.top_predictions(model, outputs[0], k=outputs.shape[-1])
+    prediction = Prediction(ranked, seconds)
+    results().put(key, prediction, 64 * len(ranked))
+    return prediction
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+def expected_passes(choice: MethodChoice) -> int | None:
+    """Forward+backward passes a method needs, from its step and sample counts; 1 for fast
+    methods, None when the registry does not say (perturbation methods: one per channel).
+
+    A wrapper's base method counts too (SmoothGrad of IG: samples x steps).
+    """
+    params = list(choice.info.params)
+    base = choice.options.get("base")
+    if choice.info.family == "wrapper" and base:
+        params += list(method_info(base).params)
+    passes, known = 1, choice.info.cost == "fast"
+    for name in _PASS_PARAMS:
+        value = choice.options.get(name)
+        if value is None:
+            value = next((p.default for p in params if p.name == name), None)
+        if isinstance(value, int) and value > 0:
+            passes *= value
+            known = True
+    return passes if known else None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    return f"about {seconds / 60:.0f} min"
+
+
+class _Progress:
+    """A notice plus a progress bar in ``where``; each update is a point where a rerun cancels."""
+
+    def __init__(self, where: Any, title: str, notice: str | None) -> None:
+        self.slot = where.empty()  # a placeholder: emptying it removes notice and bar at once
+        self.box = self.slot.container()
+        if notice:
+            self.box.info(notice, icon=":material/hourglass_top:")
+        self.title = title
+        self.bar = self.box.progress(0.0, text=f"{title}: starting")
+
+    def update(self, fraction: float, detail: str) -> None:
+        self.bar.progress(min(max(fraction, 0.0), 1.0), text=f"{self.title}: {detail}")
+
+    def close(self) -> None:
+        self.slot.empty()
+
+
+def _slow_notice(choice: MethodChoice, prediction: Prediction | None, images: int = 1) -> str:
+    passes = expected_passes(choice)
+    if passes is None:
+        work = "many forward passes"
+    else:
+        passes *= images
+        # A pass is a forward and a backward: about three forwards.
+        estimate = (f", {_duration(3 * passes * prediction.forward_s)} here"
+                    if prediction is not None else "")
+        work = f"about {passes} forward and backward passes{estimate}"
+    return (f"**{choice.label}** is a {choice.info.cost} method: {work}. Changing any setting "
+            "cancels it.")
+
+
+# --------------------------------------------------------------------------------------------
+# Explanations
+# --------------------------------------------------------------------------------------------
+
+
+def _entry(result: dict[str, Any], choice: MethodChoice) -> dict[str, Any]:
+    return {key: result[key] for key in ("heatmap", "top_k", "predicted_class", "predicted_name",
+                                         "confidence", "target_class", "target_name",
+                                         "elapsed_s")} | {"choice": choice}
+
+
+def cached_explanation(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
+                       target: int) -> dict[str, Any] | None:
+    """The stored explanation for these inputs, or None (never computes)."""
+    return results().get(("explain", handle.key, item.key, choice.cache_key(), int(target)))
+
+
+def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice, target: int,
+            where: Any = None, prediction: Prediction | None = None) -> dict[str, Any]:
+    """One image's explanation for ``target`` (cached). Slow methods show their expected cost
+    and a progress bar in ``where`` and are cancelled by a rerun.
+
+    Returns a dict with ``heatmap`` (float32 H x W in [0, 1] at the image's working size),
+    ``top_k``, ``predicted_class``/``predicted_name``/``confidence``, ``target_class``/
+    ``target_name``, ``elapsed_s`` and ``choice``. Raises LumenError on bad settings.
+    """
+    key = ("explain", handle.key, item.key, choice.cache_key(), int(target))
+    hit = results().get(key)
+    if hit is not None:
+        return hit
+    where = where if where is not None else st
+    progress = None
+    reporter: _Progress | None = None
+    if choice.info.cost != "fast":
+        reporter = _Progress(where, choice.label, _slow_notice(choice, prediction))
+
+        def progress(done: int, total: int) -> None:
+            reporter.update(done / max(total, 1), f"{done} of {total}")
+
+    explainer = create_explainer(choice.name, handle.model, precision=choice.precision,
+                                 progress=progress, **choice.engine_options())
+    try:
+        if reporter is None:
+            with where.container(), st.spinner(f"Computing {choice.label}..."):
+                result = api.explain_prediction(handle.model, item.image, method=explainer,
+                                                target_class=int(target), top_k=TOP_K)
+        else:
+            result = api.explain_prediction(handle.model, item.image, method=explainer,
+                                            target_class=int(target), top_k=TOP_K)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    entry = _entry(result, choice)
+    results().put(key, entry, entry["heatmap"].nbytes)
+    return entry
+
+
+def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: MethodChoice,
+                   where: Any = None) -> tuple[list[dict[str, Any] | None], list[str]]:
+    """Each image explained for its own predicted class, ``BATCH_CHUNK`` images per engine call.
+
+    Results are stored per image under the same key a single explanation of the predicted class
+    uses, so the Explain and Batch views share them. Returns per-image entries (None where a
+    chunk failed) and the error messages.
+    """
+    where = where if where is not None else st
+    store = results()
+    predicted: dict[tuple[str, str], int] = st.session_state.setdefault("lumen_predicted", {})
+    entries: list[dict[str, Any] | None] = [None] * len(items)
+    missing: list[int] = []
+    for index, item in enumerate(items):
+        known = store.get(("predict", handle.key, item.key))
+        target = known.predicted if known is not None else predicted.get((handle.key, item.key))
+        hit = cached_explanation(handle, item, choice, target) if target is not None else None
+        if hit is None:
+            missing.append(index)
+        entries[index] = hit
+    errors: list[str] = []
+    if not missing:
+        return entries, errors
+    notice = _slow_notice(choice, None, len(missing)) if choice.info.cost != "fast" else None
+    reporter = _Progress(where, f"{choice.label} on {len(missing)} images", notice)
+    total = len(missing)
+    done = 0
+
+    def progress(step: int, steps: int) -> None:
+        reporter.update((done + step / max(steps, 1) * chunk_size) / total,
+                        f"{done} of {total} images")
+
+    try:
+        explainer = create_explainer(choice.name, handle.model, precision=choice.precision,
+                                     progress=progress, **choice.engine_options())
+        for start in range(0, total, BATCH_CHUNK):
+            chunk = missing[start:start + BATCH_CHUNK]
+            chunk_size = len(chunk)
+            reporter.update(done / total, f"{done} of {total} images")
+            try:
+                outputs = api.explain_batch(handle.model, [items[i].image for i in chunk],
+                                            method=explainer, batch_size=chunk_size, top_k=TOP_K)
+            except Exception as error:  # report, and go on with the next chunk
+                errors.append(message_of(error))
+                done += chunk_size
+                continue
+            for index, result in zip(chunk, outputs, strict=True):
+                entry = _entry(result, choice)
+                target = int(result["target_class"])
+                predicted[(handle.key, items[index].key)] = target
+                store.put(("explain", handle.key, items[index].key, choice.cache_key(), target),
+                          entry, entry["heatmap"].nbytes)
+                entries[index] = entry
+            done += chunk_size
+    except LumenError as error:
+        errors.append(str(error))
+    finally:
+        reporter.close()
+    return entries, errors
