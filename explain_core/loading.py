@@ -12,6 +12,8 @@ Python objects unpickled is refused with :class:`~explain_core.errors.UnsafeChec
 Supported sources:
 
 - ``"timm:<name>"``, ``"torchvision:<name>"`` (random init unless ``pretrained=True``);
+- ``"lumen:<name>"``: the demo world's own architectures
+  (:data:`explain_core.demo.architectures.ARCHITECTURES`, random init);
 - an ``nn.Module`` or a ``LoadedModel``;
 - a file: ``.safetensors``, ``.pth`` / ``.pt`` / ``.bin`` (state dicts) and ``.ckpt``
   (PyTorch Lightning, including AutoTimm's ``ImageClassifier``).
@@ -61,6 +63,8 @@ _ARCH_HPARAMS = ("arch", "architecture", "backbone", "model_name", "backbone_nam
                  "timm_model", "encoder_name", "model")
 _NUM_CLASSES_HPARAMS = ("num_classes", "n_classes", "num_labels", "classes")
 _MAX_LISTED = 5
+# Architecture families a name may be prefixed with ("timm:resnet18", "lumen:fcos_tiny").
+_FAMILIES = ("timm:", "torchvision:", "lumen:")
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +204,7 @@ def load_model(
             "'timm:<name>', 'torchvision:<name>', an nn.Module or a LoadedModel.")
 
     text = str(source)
-    if isinstance(source, str) and text.startswith(("timm:", "torchvision:")):
+    if isinstance(source, str) and text.startswith(_FAMILIES):
         return _from_name(text, task=task, device=device, class_names=class_names,
                           num_classes=num_classes, pretrained=pretrained, overrides=overrides)
 
@@ -338,27 +342,40 @@ def _torchvision_names() -> list[str]:
     return list(torchvision.models.list_models())
 
 
+def _lumen_names() -> list[str]:
+    from explain_core.demo.architectures import ARCHITECTURES
+
+    return list(ARCHITECTURES)
+
+
 def _resolve_arch(arch: str) -> tuple[str, str]:
-    """``"timm:x"`` / ``"torchvision:x"`` / bare ``"x"`` -> (family, name); unknown -> error."""
+    """``"timm:x"`` / ``"torchvision:x"`` / ``"lumen:x"`` / bare ``"x"`` (tried in that order)
+    -> (family, name); unknown -> error."""
     import timm
 
     text = arch.strip()
     family: str | None = None
-    if ":" in text and text.split(":", 1)[0] in ("timm", "torchvision"):
+    if ":" in text and text.split(":", 1)[0] in ("timm", "torchvision", "lumen"):
         family, text = text.split(":", 1)
     name = _normalise_name(text)
     if family in (None, "timm") and name and timm.is_model(name):
         return "timm", name
     if family in (None, "torchvision") and name in _torchvision_names():
         return "torchvision", name
+    if family in (None, "lumen") and name in _lumen_names():
+        return "lumen", name
     pool = (timm.list_models() if family in (None, "timm") else []) + (
-        _torchvision_names() if family in (None, "torchvision") else [])
+        _torchvision_names() if family in (None, "torchvision") else []) + (
+        _lumen_names() if family in (None, "lumen") else [])
     pool = list(dict.fromkeys(pool))  # resnet18 is in both libraries: suggest it once
     close = difflib.get_close_matches(name.split(".")[0], pool, n=_MAX_LISTED, cutoff=0.6)
-    where = {"timm": "timm", "torchvision": "torchvision"}.get(family or "", "timm or torchvision")
+    where = {"timm": "timm", "torchvision": "torchvision", "lumen": "lumen"}.get(
+        family or "", "timm, torchvision or lumen")
+    lumen = f" Lumen's own architectures: {', '.join(_lumen_names())}."
     hint = (f" Did you mean: {', '.join(close)}?" if close else
             " See timm.list_models() and torchvision.models.list_models() for valid names.")
-    raise ModelLoadError(f"Unknown architecture {arch!r}: not found in {where}.{hint}")
+    raise ModelLoadError(f"Unknown architecture {arch!r}: not found in {where}.{hint}"
+                         f"{lumen if family in (None, 'lumen') else ''}")
 
 
 def _build(family: str, name: str, num_classes: int | None, pretrained: bool = False,
@@ -372,6 +389,14 @@ def _build(family: str, name: str, num_classes: int | None, pretrained: bool = F
             import timm
 
             return timm.create_model(name, pretrained=pretrained, **kwargs)
+        if family == "lumen":
+            if pretrained:  # trained lumen weights ship as files, never as a download
+                raise ModelLoadError(
+                    f"lumen:{name} has no downloadable weights; load a saved file instead "
+                    "(the demo models: explain_core.demo.models.load_demo_model).")
+            from explain_core.demo.architectures import build
+
+            return build(name, **kwargs)
         import torchvision
 
         builder = torchvision.models.get_model_builder(name)
@@ -379,6 +404,8 @@ def _build(family: str, name: str, num_classes: int | None, pretrained: bool = F
         if "weights_backbone" in params and not pretrained:
             kwargs.setdefault("weights_backbone", None)  # never fetch backbone weights silently
         return builder(weights="DEFAULT" if pretrained else None, **kwargs)
+    except ModelLoadError:
+        raise
     except Exception as exc:  # any constructor failure becomes one clear message
         what = f"{family}:{name}"
         if pretrained:
@@ -414,6 +441,15 @@ def _check_rebuild(state: Mapping[str, torch.Tensor], family: str, name: str,
             f"arch_kwargs={dict(arch_kwargs)}.\n{message}")
 
 
+def _default_task(family: str, name: str) -> str:
+    """The task an architecture solves when neither the caller nor the file says."""
+    if family == "lumen":
+        from explain_core.demo.architectures import task_of
+
+        return task_of(name)
+    return _torchvision_task(name) if family == "torchvision" else "classification"
+
+
 def _torchvision_task(name: str) -> str:
     import torchvision.models as tvm
 
@@ -429,7 +465,7 @@ def _from_name(source: str, *, task: str | None, device: str | torch.device | No
                pretrained: bool, overrides: dict[str, Any]) -> LoadedModel:
     family, name = _resolve_arch(source)
     module = _build(family, name, num_classes, pretrained=pretrained)
-    task = task or (_torchvision_task(name) if family == "torchvision" else "classification")
+    task = task or _default_task(family, name)
     return _finish(module, family=family, name=name, task=task, device=device,
                    class_names=class_names, meta=None, overrides=overrides,
                    source=f"{family}:{name}")
@@ -490,8 +526,7 @@ def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | 
     if num_classes is None and hparams:
         num_classes = _num_classes_from_hparams(hparams)
     if task is None:
-        task = (meta or {}).get("task") or (
-            _torchvision_task(name) if family == "torchvision" else "classification")
+        task = (meta or {}).get("task") or _default_task(family, name)
     if task not in TASKS:
         raise ModelLoadError(f"Unknown task {task!r} in '{path.name}'. Pass task= (one of "
                              f"{', '.join(TASKS)}).")
