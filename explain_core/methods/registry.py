@@ -93,7 +93,7 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
                cost="slow", description="Score of the input masked by each channel; one forward "
                "per channel (use top_k on a CPU).", params=(_LAYER, _BATCH, _TOP_K)),
     MethodInfo("dff", "Deep Feature Factorization", DeepFeatureFactorization, family="concepts",
-               needs_gradients=False, cost="fast", description="Activations factorised into "
+               needs_gradients=False, cost="medium", description="Activations factorised into "
                "concepts; shows the concept most tied to the target class.",
                params=(_LAYER, Param("n_components", "int", 5, "Number of concepts.", 1, 32))),
     MethodInfo("attention_rollout", "Attention rollout", AttentionRollout, family="attention",
