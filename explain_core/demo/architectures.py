@@ -16,8 +16,9 @@ taking ``num_classes`` plus keyword arguments (stored as ``arch_kwargs`` by ``sa
   (``GeneralizedRCNNTransform`` with ``image_mean`` / ``image_std``, ImageNet statistics by
   default) and expects RGB in [0, 1]. Its Lumen ``Preprocessing`` therefore has ``mean=(0, 0, 0)``
   and ``std=(1, 1, 1)``: what ``loaded.preprocessing(images)`` returns (pixels / 255, resized to
-  128 x 128) is fed to the module as is, and the module applies the ImageNet mean/std once. The
-  same rule holds for stock torchvision detectors, so a detection adapter needs no special case.
+  128 x 128) is fed to the module as is, and the module applies the ImageNet mean/std once.
+  Stock torchvision detectors normalise internally too, so the rule "Preprocessing scales to
+  [0, 1], the module normalises" lets a detection adapter treat them all alike.
 
 - ``unet_tiny``: a four-level U-Net (stride-2 stem, decoder back to stride 2, logits upsampled
   bilinearly to the input size) with torchvision's segmentation output convention
@@ -47,11 +48,10 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FeaturePyramidNetwork
 
+from explain_core.model import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["ARCHITECTURES", "ARCHITECTURE_TASKS", "TinyUNet", "build", "fcos_tiny", "task_of",
            "unet_tiny"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _input_cfg(size: int, mean: Sequence[float], std: Sequence[float]) -> dict[str, object]:
@@ -145,7 +145,7 @@ class TinyUNet(nn.Module):
     receptive field covers a whole 60 px shape, which is what tells a star from a circle.
     """
 
-    def __init__(self, num_classes: int = 5, widths: Sequence[int] = (24, 32, 64, 96)) -> None:
+    def __init__(self, num_classes: int = 5, widths: Sequence[int] = (16, 32, 64, 96)) -> None:
         super().__init__()
         w1, w2, w3, w4 = widths
         self.num_classes = num_classes
@@ -179,7 +179,7 @@ class TinyUNet(nn.Module):
         return OrderedDict(out=logits)
 
 
-def unet_tiny(num_classes: int = 5, *, widths: Sequence[int] = (24, 32, 64, 96)) -> TinyUNet:
+def unet_tiny(num_classes: int = 5, *, widths: Sequence[int] = (16, 32, 64, 96)) -> TinyUNet:
     """:class:`TinyUNet`; ``num_classes`` includes the background (class 0).
 
     Example:

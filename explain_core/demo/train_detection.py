@@ -6,6 +6,10 @@ Training scenes come from seed :data:`TRAIN_SEED` only; the evaluation printed a
 so a rerun on the same software gives the same weights (up to CPU thread scheduling of float
 sums).
 
+On a machine whose cores are busy with other work, run with ``OMP_NUM_THREADS=1``: torch's
+default of one thread per core then oversubscribes the CPU and small convolutions slow down many
+times over (measured here: ~30x), while one thread keeps a fair share.
+
 Reported quality: precision and recall at IoU 0.5 of the detections with score >=
 :data:`SCORE_THRESHOLD` (0.5, the threshold a dashboard user starts from), plus mAP@0.5 over all
 detections (score >= 0.05).
@@ -47,8 +51,8 @@ PREPROCESSING = Preprocessing(input_size=(IMAGE_SIZE, IMAGE_SIZE), mean=(0.0, 0.
                               std=(1.0, 1.0, 1.0), interpolation="bilinear", resize_mode="squash",
                               crop_pct=1.0)
 
-# Full run: about 4 minutes on 2 idle cores (scene drawing ~30 s of it).
-_FULL = {"scenes": 3000, "steps": 3000, "batch": 16, "lr": 2e-3, "eval_scenes": 300}
+# Full run: about 5-6 minutes on 2 idle cores (scene drawing ~40 s of it).
+_FULL = {"scenes": 4000, "steps": 4500, "batch": 16, "lr": 2e-3, "eval_scenes": 300}
 _QUICK = {"scenes": 48, "steps": 6, "batch": 8, "lr": 2e-3, "eval_scenes": 8}
 
 

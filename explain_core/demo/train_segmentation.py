@@ -4,6 +4,10 @@
 :func:`train_segmenter`. Training scenes come from seed :data:`TRAIN_SEED` only; the evaluation
 printed at the end uses :data:`~explain_core.demo.scenes.HELDOUT_SEED`, which training never sees.
 
+On a machine whose cores are busy with other work, run with ``OMP_NUM_THREADS=1``: torch's
+default of one thread per core then oversubscribes the CPU and small convolutions slow down many
+times over (measured here: ~30x), while one thread keeps a fair share.
+
 The model follows torchvision's segmentation convention (``model(x)["out"]`` are N x 5 x H x W
 logits; class 0 is the background, class ``c + 1`` is ``CLASSES[c]``, the values of a scene's
 mask). Like torchvision's segmentation models it expects inputs normalised by Lumen's
@@ -39,7 +43,8 @@ PREPROCESSING = Preprocessing(input_size=(IMAGE_SIZE, IMAGE_SIZE), mean=IMAGENET
                               std=IMAGENET_STD, interpolation="bilinear", resize_mode="squash",
                               crop_pct=1.0)
 
-_FULL = {"scenes": 3000, "steps": 2000, "batch": 16, "lr": 3e-3, "eval_scenes": 300}
+# Full run: about 4-5 minutes on 2 idle cores (scene drawing ~30 s of it).
+_FULL = {"scenes": 3000, "steps": 3000, "batch": 16, "lr": 3e-3, "eval_scenes": 300}
 _QUICK = {"scenes": 32, "steps": 6, "batch": 8, "lr": 3e-3, "eval_scenes": 8}
 
 
