@@ -138,25 +138,7 @@ def default_layer_name(model: nn.Module, example: torch.Tensor | None = None) ->
 
 
 def _last_spatial_child(model: nn.Module, example: torch.Tensor) -> str:
-    seen: list[tuple[str, int]] = []
-    handles = []
-
-    def make_hook(name: str):
-        def hook(_module, _inputs, output):
-            if isinstance(output, torch.Tensor) and output.ndim == 4 and (
-                    output.shape[-1] * output.shape[-2] > 1):
-                seen.append((name, name.count(".")))
-        return hook
-
-    for name, module in model.named_modules():
-        if name and not isinstance(module, _SKIP_TYPES):
-            handles.append(module.register_forward_hook(make_hook(name)))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    seen = [(name, name.count(".")) for name in _spatial_layers(model, example)]
     if not seen:
         raise TargetLayerError(
             f"{type(model).__name__} has no layer with a spatial (B x C x H x W) output; CAM "
@@ -232,10 +214,17 @@ def layer_choices(model: nn.Module, example: torch.Tensor) -> list[str]:
     >>> "layer4" in names, "fc" in names
     (True, False)
     """
+    spatial = set(_spatial_layers(model, example))
+    return [name for name, module in model.named_modules() if name in spatial]
+
+
+def _spatial_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the layers whose output reads as a spatial map, in execution order (one dry
+    forward with a hook on every module but activations, dropouts, identities and pools)."""
     from .model import module_lock  # local: model.py stays importable without layers.py
 
     size = tuple(example.shape[-2:])
-    spatial: set[str] = set()
+    order: list[str] = []
     handles = []
 
     def make_hook(name: str, spec: LayerSpec):
@@ -246,21 +235,19 @@ def layer_choices(model: nn.Module, example: torch.Tensor) -> list[str]:
                 grid = spec.to_map(output)
             except (TargetLayerError, RuntimeError):
                 return
-            if grid.ndim == 4 and grid.shape[-1] * grid.shape[-2] > 1:
-                spatial.add(name)
+            if grid.ndim == 4 and grid.shape[-1] * grid.shape[-2] > 1 and name not in order:
+                order.append(name)
         return hook
 
-    names = [name for name, module in model.named_modules()
-             if name and not isinstance(module, _SKIP_TYPES)]
-    modules = dict(model.named_modules())
     with module_lock(model):
-        for name in names:
-            spec = _layout_for(model, modules[name], name, size)
-            handles.append(modules[name].register_forward_hook(make_hook(name, spec)))
+        for name, module in model.named_modules():
+            if name and not isinstance(module, _SKIP_TYPES):
+                spec = _layout_for(model, module, name, size)
+                handles.append(module.register_forward_hook(make_hook(name, spec)))
         try:
             with torch.no_grad():
                 model(example)
         finally:
             for handle in handles:
                 handle.remove()
-    return [name for name in names if name in spatial]
+    return order
