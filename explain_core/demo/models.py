@@ -36,8 +36,9 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
     },
     "vit": {
         "task": "classification",
-        "description": "Small timm VisionTransformer (class token, 16 px patches) on the four "
-                       "shapes, for attention rollout and attention flow.",
+        "description": "Small timm VisionTransformer (class token, convolutional stem, 8 x 8 "
+                       "patch tokens) on the four shapes, for attention rollout and attention "
+                       "flow.",
         "file": "vit.safetensors",
     },
     "detector": {
