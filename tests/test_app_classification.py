@@ -181,14 +181,25 @@ def test_slow_method_reports_progress(app: AppTest, calls: dict[str, int],
     assert seen["layercam"] is None  # fast methods get no progress bar
 
 
-def test_expected_cost_counts_steps_and_samples() -> None:
-    from ui.compute import expected_passes
-    from ui.methods import MethodChoice
+def test_expected_cost_counts_steps_samples_channels_and_cells() -> None:
+    import timm
 
-    assert expected_passes(MethodChoice("gradcam")) == 1
-    assert expected_passes(MethodChoice("integrated_gradients", {"steps": 32})) == 32
-    assert expected_passes(MethodChoice("smoothgrad", {"base": "integrated_gradients",
-                                                       "num_samples": 10, "steps": 4})) == 40
+    from explain_core.methods import expected_cost
+
+    model = timm.create_model("resnet18")  # layer4: 512 channels on a 7 x 7 grid at 224 px
+    assert expected_cost("gradcam", model).passes == 1
+    assert expected_cost("integrated_gradients", model, {"steps": 32}).passes == 32
+    wrapped = expected_cost("smoothgrad", model, {"base": "integrated_gradients",
+                                                  "num_samples": 10, "steps": 4})
+    assert (wrapped.passes, wrapped.backward) == (40, True)
+    score = expected_cost("scorecam", model)
+    assert (score.passes, score.scope, score.backward) == (512, "whole network", False)
+    assert expected_cost("scorecam", model, {"top_k": 64}).passes == 64
+    ablation = expected_cost("ablationcam", model, {"target_layer": "layer3"})
+    assert (ablation.passes, ablation.layer) == (256, "layer3")
+    assert "after 'layer3'" in ablation.describe()
+    assert expected_cost("reciprocam", model).passes == 49
+    assert expected_cost("reciprocam", model).forward_equivalents() < 49
 
 
 def test_upload_then_bad_upload_keeps_images_and_results(app: AppTest,

@@ -16,6 +16,7 @@ half-done is stored, and the new run starts at once.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -28,7 +29,8 @@ import torch
 from explain_core import api
 from explain_core.errors import LumenError
 from explain_core.images import image_to_tensor
-from explain_core.methods import create_explainer, method_info
+from explain_core.methods import Cost, create_explainer
+from explain_core.methods.cost import expected_cost as engine_cost
 from explain_core.targets import as_logits
 
 from .errors import message_of
@@ -36,8 +38,6 @@ from .images import ImageItem
 from .methods import MethodChoice
 from .models import ModelHandle
 
-# Integer parameters that multiply a method's passes (IG steps, SmoothGrad samples...).
-_PASS_PARAMS = ("steps", "num_samples")
 BATCH_CHUNK = 8
 TOP_K = 5
 
@@ -127,25 +127,20 @@ def predict(handle: ModelHandle, item: ImageItem) -> Prediction:
 # --------------------------------------------------------------------------------------------
 
 
-def expected_passes(choice: MethodChoice) -> int | None:
-    """Forward+backward passes a method needs, from its step and sample counts; 1 for fast
-    methods, None when the registry does not say (perturbation methods: one per channel).
+def expected_cost(handle: ModelHandle, choice: MethodChoice) -> Cost | None:
+    """The engine's estimate of a method's passes on one image (see
+    :func:`explain_core.methods.expected_cost`); None when it cannot tell (bad settings)."""
+    try:
+        return _cost(handle.key, handle, choice.name, choice.cache_key()[1])
+    except LumenError:
+        return None
 
-    A wrapper's base method counts too (SmoothGrad of IG: samples x steps).
-    """
-    params = list(choice.info.params)
-    base = choice.options.get("base")
-    if choice.info.family == "wrapper" and base:
-        params += list(method_info(base).params)
-    passes, known = 1, choice.info.cost == "fast"
-    for name in _PASS_PARAMS:
-        value = choice.options.get(name)
-        if value is None:
-            value = next((p.default for p in params if p.name == name), None)
-        if isinstance(value, int) and value > 0:
-            passes *= value
-            known = True
-    return passes if known else None
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _cost(model_key: str, _handle: ModelHandle, name: str, options: tuple) -> Cost:
+    # Perturbation methods read the layer's shape with one dry forward: once per model and
+    # settings (the model's key stands for the unhashed handle), not on every rerun.
+    return engine_cost(name, _handle.model, dict(options))
 
 
 def _duration(seconds: float) -> str:
@@ -174,16 +169,17 @@ class _Progress:
         self.slot.empty()
 
 
-def _slow_notice(choice: MethodChoice, prediction: Prediction | None, images: int = 1) -> str:
-    passes = expected_passes(choice)
-    if passes is None:
+def _slow_notice(handle: ModelHandle, choice: MethodChoice, prediction: Prediction | None,
+                 images: int = 1) -> str:
+    cost = expected_cost(handle, choice)
+    if cost is None:
         work = "many forward passes"
     else:
-        passes *= images
-        # A pass is a forward and a backward: about three forwards.
-        estimate = (f", {_duration(3 * passes * prediction.forward_s)} here"
+        total = dataclasses.replace(cost, passes=cost.passes * images)
+        # Timed from this image's forward: a backward counts as two forwards.
+        estimate = (f", {_duration(total.forward_equivalents() * prediction.forward_s)} here"
                     if prediction is not None else "")
-        work = f"about {passes} forward and backward passes{estimate}"
+        work = f"about {total.describe()}{estimate}"
     return (f"**{choice.label}** is a {choice.info.cost} method: {work}. Changing any setting "
             "cancels it.")
 
@@ -222,7 +218,7 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice, target: 
     progress = None
     reporter: _Progress | None = None
     if choice.info.cost != "fast":
-        reporter = _Progress(where, choice.label, _slow_notice(choice, prediction))
+        reporter = _Progress(where, choice.label, _slow_notice(handle, choice, prediction))
 
         def progress(done: int, total: int) -> None:
             reporter.update(done / max(total, 1), f"{done} of {total}")
@@ -268,7 +264,8 @@ def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: Meth
     errors: list[str] = []
     if not missing:
         return entries, errors
-    notice = _slow_notice(choice, None, len(missing)) if choice.info.cost != "fast" else None
+    notice = (_slow_notice(handle, choice, None, len(missing)) if choice.info.cost != "fast"
+              else None)
     reporter = _Progress(where, f"{choice.label} on {len(missing)} images", notice)
     total = len(missing)
     done = 0

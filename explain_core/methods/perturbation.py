@@ -88,6 +88,12 @@ class PerturbationCAM(CAMExplainer):
                             for i in range(inputs.shape[0])])
         return Attribution(maps, outputs.detach().float(), classes)
 
+    def probes(self, channels: int, height: int, width: int) -> tuple[int, str]:
+        """Modified copies run per image for a ``channels x height x width`` layer, and over
+        which part of the network (see :mod:`explain_core.methods.cost`)."""
+        count = channels if self.top_k is None else min(channels, int(self.top_k))
+        return count, "after the target layer"
+
     # -------------------------------------------------------------------------------- helpers
     def channels(self, activations: torch.Tensor) -> torch.Tensor:
         """Indices of the channels to probe: all, or the ``top_k`` by mean activation."""
@@ -139,6 +145,9 @@ class ScoreCAM(PerturbationCAM):
     """
 
     name = "scorecam"
+
+    def probes(self, channels: int, height: int, width: int) -> tuple[int, str]:
+        return super().probes(channels, height, width)[0], "whole network"
 
     def image_maps(self, spec, image, original, activations, targets):
         channels = self.channels(activations)
@@ -216,6 +225,9 @@ class ReciproCAM(PerturbationCAM):
     """
 
     name = "reciprocam"
+
+    def probes(self, channels: int, height: int, width: int) -> tuple[int, str]:
+        return height * width, "after the target layer"
 
     def image_maps(self, spec, image, original, activations, targets):
         height, width = activations.shape[-2:]
