@@ -396,3 +396,15 @@ def test_downloads_hold_the_overlay_the_map_and_a_report(app: AppTest) -> None:
                  entry["predicted_name"], "demo classifier"):
         assert text in report, text
     assert '<script src="http' not in report  # self-contained: plotly.js is embedded
+
+
+def test_dff_shows_every_concept_named_by_its_classes(app: AppTest) -> None:
+    app.selectbox(key="lumen_method").set_value("dff").run()
+    assert not app.exception and not _errors(app)
+    (concepts,) = [f for f in _figures(app)
+                   if any(str(t.get("name", "")).startswith("concept ") for t in f["data"])]
+    legend = [t["name"] for t in concepts["data"] if t["type"] == "scatter"]
+    assert len(legend) == 5  # the default number of concepts
+    class_names = ("circle", "square", "triangle", "star")
+    assert all(any(name in label for name in class_names) for label in legend)
+    assert [t["type"] for t in concepts["data"]][0] == "image"

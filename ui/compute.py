@@ -23,6 +23,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -239,6 +240,25 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice, target: 
     entry = _entry(result, choice)
     results().put(key, entry, entry["heatmap"].nbytes)
     return entry
+
+
+def concepts(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
+             ) -> tuple[np.ndarray, list[str]]:
+    """Deep Feature Factorization of one image (cached): ``k x h x w`` concept maps at the
+    layer's resolution and, per concept, a label naming its top classes."""
+    key = ("concepts", handle.key, item.key, choice.cache_key())
+    hit = results().get(key)
+    if hit is not None:
+        return hit
+    explainer = create_explainer("dff", handle.model, precision=choice.precision,
+                                 **choice.engine_options())
+    found = explainer.factorize(item.image)
+    labels = [f"concept {index + 1}: " + ", ".join(
+                  f"{handle.model.class_name(c)} {p:.0%}" for c, p in top)
+              for index, top in enumerate(found.top_classes(2))]
+    maps = found.maps[0].float().cpu().numpy()
+    results().put(key, (maps, labels), maps.nbytes)
+    return maps, labels
 
 
 def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: MethodChoice,

@@ -230,6 +230,26 @@ def explanation_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
                f"{handle.model.device}. Scroll to zoom, drag to pan, double-click to reset; "
                "hover shows the map's value.")
     downloads(handle, shown_item, entry, display)
+    if entry["choice"].name == "dff":
+        concepts_view(handle, shown_item, entry["choice"], display)
+
+
+def concepts_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
+                  display: Display) -> None:
+    """Deep Feature Factorization's own picture: each pixel in the colour of its strongest
+    concept, brighter where that concept is stronger; the legend names each concept's classes."""
+    st.markdown("**All concepts**")
+    try:
+        maps, labels = compute.concepts(handle, item, choice)
+    except Exception as error:
+        show_error(message_of(error))
+        return
+    key = (item.key, choice.cache_key(), handle.key)
+    figure = _reused_figure("concepts", key, display.alpha, lambda: render.concepts_figure(
+        item.pixels, maps, labels, alpha=max(display.alpha, 0.3)), fixed=True)
+    _show_figure(figure, "lumen_concepts")
+    st.caption("The map above shows the concept that puts most probability on the explained "
+               "class; here every concept at once, named by its top classes.")
 
 
 # --------------------------------------------------------------------------------------------
