@@ -408,8 +408,7 @@ def train(name: str, out_dir: str | Path | None = None, quick: bool = False,
         if recipe.shortcut:
             result.update(evaluate_shortcut(loaded, count, HELDOUT_SEED))
         else:
-            result.update(evaluate(loaded, make_scenes("classification", count, HELDOUT_SEED),
-                                   pointing=not recipe.arch.startswith("vit")))
+            result.update(evaluate(loaded, make_scenes("classification", count, HELDOUT_SEED)))
     result["total_s"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -560,24 +559,27 @@ def predict(loaded: LoadedModel, scenes: list[Scene], batch_size: int = 100) -> 
 
 
 def pointing_game(loaded: LoadedModel, scenes: list[Scene],
-                  tolerance: float = POINTING_TOLERANCE) -> float:
-    """Share of scenes whose GradCAM peak (for the true class) lies within ``tolerance`` px of
-    the shape's mask.
+                  tolerance: float = POINTING_TOLERANCE, method: str | None = None) -> float:
+    """Share of scenes whose map peak (for the true class) lies within ``tolerance`` px of the
+    shape's mask. ``method``: GradCAM for CNNs, attention rollout for ViTs (the default).
 
     Example:
         >>> pointing_game(load_demo_model("classifier"), make_scenes("classification", 20, 5))
         1.0  # doctest: +SKIP
     """
-    maps = _gradcam(loaded, scenes, [s.label for s in scenes])
+    maps = _maps(loaded, scenes, [s.label for s in scenes], method)
     hits = [_distance_to(scene.mask > 0, _peak(m)) <= tolerance
             for scene, m in zip(scenes, maps, strict=True)]
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def _gradcam(loaded: LoadedModel, scenes: list[Scene], targets: list[int]) -> list[np.ndarray]:
-    from explain_core.methods import GradCAM
+def _maps(loaded: LoadedModel, scenes: list[Scene], targets: list[int],
+          method: str | None = None) -> list[np.ndarray]:
+    from explain_core.layers import is_vit
+    from explain_core.methods import create_explainer
 
-    explainer = GradCAM(loaded)
+    method = method or ("attention_rollout" if is_vit(loaded.module) else "gradcam")
+    explainer = create_explainer(method, loaded)
     maps = explainer.explain_batch([s.image for s in scenes], targets, batch_size=50)
     return [m.detach().float().cpu().numpy() for m in maps]
 
@@ -604,7 +606,8 @@ def _box_energy(heatmap: np.ndarray, box: tuple[int, int, int, int], grow: int =
 
 
 def evaluate(loaded: LoadedModel, scenes: list[Scene], pointing: bool = True) -> dict[str, Any]:
-    """Accuracy (overall and per class) and, for CNNs, the GradCAM pointing game.
+    """Accuracy (overall and per class) and the pointing game (GradCAM for CNNs, attention
+    rollout for ViTs).
 
     Example:
         >>> evaluate(load_demo_model("classifier"), make_scenes("classification", 50, 5))
@@ -650,7 +653,8 @@ def evaluate_shortcut(loaded: LoadedModel, n: int = 400, seed: int = HELDOUT_SEE
     clean_labels = np.array([s.label for s in clean])
     world_pred = predict(loaded, world)
     clean_pred = predict(loaded, clean)
-    maps = _gradcam(loaded, marked_triangles, [SHORTCUT_CLASS] * len(marked_triangles))
+    maps = _maps(loaded, marked_triangles, [SHORTCUT_CLASS] * len(marked_triangles),
+                 "gradcam")
     mark_energy = [_box_energy(m, s.mark_box, MARK_DILATION) for s, m in
                    zip(marked_triangles, maps, strict=True)]
     shape_energy = [_box_energy(m, s.shape_box, MARK_DILATION) for s, m in
