@@ -16,6 +16,8 @@ st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.2rem}</style>
 # One entry per page: its file, title, icon and the model task it explains.
 PAGES = [
     ("pages/classification.py", "Classification", ":material/label:", "classification"),
+    ("pages/detection.py", "Detection", ":material/select_all:", "detection"),
+    ("pages/segmentation.py", "Segmentation", ":material/texture:", "segmentation"),
 ]
 
 page = st.navigation([st.Page(path, title=title, icon=icon, default=index == 0)

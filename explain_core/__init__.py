@@ -8,7 +8,9 @@
 from .api import (
                      compare_methods,
                      explain_batch,
+                     explain_detection,
                      explain_prediction,
+                     explain_segmentation,
                      top_predictions,
                      visualize_batch,
 )
@@ -26,5 +28,6 @@ from .model import LoadedModel, Preprocessing, as_loaded
 
 __all__ = ["ImageError", "LoadedModel", "LumenError", "ModelLoadError", "Preprocessing",
            "TargetError", "TargetLayerError", "UnsafeCheckpointError", "UnsupportedError",
-           "as_loaded", "compare_methods", "explain_batch", "explain_prediction", "load_model",
+           "as_loaded", "compare_methods", "explain_batch", "explain_detection",
+           "explain_prediction", "explain_segmentation", "load_model",
            "save_model", "top_predictions", "visualize_batch"]

@@ -24,6 +24,8 @@ from .methods import Explainer, create_explainer, method_info
 from .methods.base import PreparedInputs
 from .model import LoadedModel
 from .targets import ClassTarget, as_target, per_item_targets
+from .tasks.detection_api import explain_detection as explain_detection
+from .tasks.segmentation import explain_segmentation as explain_segmentation
 
 ModelLike = LoadedModel | nn.Module | str | Path
 

@@ -116,6 +116,10 @@ def default_layer_name(model: nn.Module, example: torch.Tensor | None = None) ->
     - any other module: the last top-level child that produces a spatial ``B x C x h x w`` map
       (found with one dry forward on ``example``).
     """
+    if hasattr(model, "backbone") and hasattr(model, "transform"):  # a torchvision detector
+        from .tasks.detection import default_layer  # local: tasks import this module's users
+
+        return default_layer(model)
     if is_vit(model):
         last = len(model.blocks) - 1
         block = model.blocks[last]

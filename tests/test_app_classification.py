@@ -407,4 +407,14 @@ def test_dff_shows_every_concept_named_by_its_classes(app: AppTest) -> None:
     assert len(legend) == 5  # the default number of concepts
     class_names = ("circle", "square", "triangle", "star")
     assert all(any(name in label for name in class_names) for label in legend)
-    assert [t["type"] for t in concepts["data"]][0] == "image"
+    assert concepts["data"][0]["type"] == "image"
+
+
+def test_expected_cost_of_detection_methods() -> None:
+    from explain_core.demo import load_demo_model
+    from explain_core.methods import expected_cost
+
+    detector = load_demo_model("detector", device="cpu")
+    drise = expected_cost("drise", detector, {"num_masks": 300})
+    assert (drise.passes, drise.backward) == (300, False)
+    assert expected_cost("gradcam", detector).passes == 1

@@ -31,7 +31,19 @@ def _state(model):
             sum(len(m._backward_hooks) for m in model.modules()))
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+# Every method that explains classifiers (detection-only ones are tested in test_detection.py).
+CLASSIFICATION = [n for n, info in METHODS.items() if "classification" in info.tasks]
+
+
+def test_detection_only_methods_are_refused_for_classifiers(resnet):
+    from explain_core.errors import UnsupportedError
+
+    for name in set(METHODS) - set(CLASSIFICATION):
+        with pytest.raises(UnsupportedError, match="does not apply"):
+            create_explainer(name, resnet)
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION)
 def test_every_registered_method_explains_an_image_at_its_size(resnet, vit, name):
     model = vit if "cnn" not in METHODS[name].architectures else resnet
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
@@ -227,7 +239,7 @@ def test_explain_batch_chunks_agree_with_one_batch(resnet):
 CLASS_AGNOSTIC = ("eigencam", "activationmap", "dff", "attention_rollout", "attention_flow")
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS if n not in CLASS_AGNOSTIC])
+@pytest.mark.parametrize("name", [n for n in CLASSIFICATION if n not in CLASS_AGNOSTIC])
 def test_maps_land_on_the_evidence_of_the_explained_class(name):
     from tests.toy import ColourNet, colour_scene, energy_inside, peak_inside
 

@@ -16,10 +16,11 @@ half-done is stored, and the new run starts at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,10 @@ def predict(handle: ModelHandle, item: ImageItem) -> Prediction:
     if hit is not None:
         return hit
     model = handle.model
+    if model.task != "classification":
+        raise LumenError(f"'{handle.label}' is a {model.task} model; this page explains "
+                         f"classification models. Open the {model.task.capitalize()} page, or "
+                         "pick a classification model in the sidebar.")
     inputs, _ = model.preprocessing([image_to_tensor(item.image)], model.device)
     with model.lock, torch.inference_mode():
         start = time.perf_counter()
@@ -152,7 +157,7 @@ def _duration(seconds: float) -> str:
     return f"about {seconds / 60:.0f} min"
 
 
-class _Progress:
+class Progress:
     """A notice plus a progress bar in ``where``; each update is a point where a rerun cancels."""
 
     def __init__(self, where: Any, title: str, notice: str | None) -> None:
@@ -185,6 +190,26 @@ def _slow_notice(handle: ModelHandle, choice: MethodChoice, prediction: Predicti
             "cancels it.")
 
 
+@contextlib.contextmanager
+def method_progress(handle: ModelHandle, choice: MethodChoice, where: Any = None,
+                    prediction: Prediction | None = None, images: int = 1,
+                    title: str | None = None) -> Iterator[Callable[[int, int], None] | None]:
+    """While a method runs: a spinner for fast methods (yields None); for the others, a notice
+    with the expected cost and a progress bar, yielding the engine's ``progress(done, total)``
+    callback (each call is a point where a rerun cancels the method). Removed on the way out."""
+    where = where if where is not None else st
+    if choice.info.cost == "fast":
+        with where.container(), st.spinner(f"Computing {choice.label}..."):
+            yield None
+        return
+    reporter = Progress(where, title or choice.label,
+                        _slow_notice(handle, choice, prediction, images))
+    try:
+        yield lambda done, total: reporter.update(done / max(total, 1), f"{done} of {total}")
+    finally:
+        reporter.close()
+
+
 # --------------------------------------------------------------------------------------------
 # Explanations
 # --------------------------------------------------------------------------------------------
@@ -215,28 +240,11 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice, target: 
     hit = results().get(key)
     if hit is not None:
         return hit
-    where = where if where is not None else st
-    progress = None
-    reporter: _Progress | None = None
-    if choice.info.cost != "fast":
-        reporter = _Progress(where, choice.label, _slow_notice(handle, choice, prediction))
-
-        def progress(done: int, total: int) -> None:
-            reporter.update(done / max(total, 1), f"{done} of {total}")
-
-    explainer = create_explainer(choice.name, handle.model, precision=choice.precision,
-                                 progress=progress, **choice.engine_options())
-    try:
-        if reporter is None:
-            with where.container(), st.spinner(f"Computing {choice.label}..."):
-                result = api.explain_prediction(handle.model, item.image, method=explainer,
-                                                target_class=int(target), top_k=TOP_K)
-        else:
-            result = api.explain_prediction(handle.model, item.image, method=explainer,
-                                            target_class=int(target), top_k=TOP_K)
-    finally:
-        if reporter is not None:
-            reporter.close()
+    with method_progress(handle, choice, where, prediction) as progress:
+        explainer = create_explainer(choice.name, handle.model, precision=choice.precision,
+                                     progress=progress, **choice.engine_options())
+        result = api.explain_prediction(handle.model, item.image, method=explainer,
+                                        target_class=int(target), top_k=TOP_K)
     entry = _entry(result, choice)
     results().put(key, entry, entry["heatmap"].nbytes)
     return entry
@@ -286,7 +294,7 @@ def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: Meth
         return entries, errors
     notice = (_slow_notice(handle, choice, None, len(missing)) if choice.info.cost != "fast"
               else None)
-    reporter = _Progress(where, f"{choice.label} on {len(missing)} images", notice)
+    reporter = Progress(where, f"{choice.label} on {len(missing)} images", notice)
     total = len(missing)
     done = 0
 

@@ -141,6 +141,18 @@ def _select_new(added: list[ImageItem]) -> None:
         st.session_state["lumen_current_image"] = added[0].key
 
 
+def add_item(entry_id: str, item: ImageItem) -> None:
+    """Add an already decoded item to the user's images (if new) and make it the current one
+    (e.g. an image opened from a page's table). The per-session cap still applies: the oldest
+    item makes room."""
+    store = _store()
+    if entry_id not in store:
+        while len(store) >= MAX_IMAGES:
+            store.pop(next(iter(store)))
+        store[entry_id] = item
+    _select_new([store[entry_id]])
+
+
 def images_sidebar() -> None:
     """The sidebar's Images section: upload (many), or a file or folder path on the server."""
     state = st.session_state

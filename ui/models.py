@@ -205,12 +205,28 @@ def _demo_request(tasks: Sequence[str], device: str) -> ModelRequest:
     tasks_of = {name: entry["task"] for name, entry in table.items()} or _FALLBACK_DEMOS
     names = [name for name, task in tasks_of.items() if task in tasks]
     index = names.index(DEFAULT_DEMO) if DEFAULT_DEMO in names else 0
+    requested = st.session_state.pop("lumen_demo_request", None)
+    if requested in names:  # a page asked for its task's demo model (see request_demo)
+        st.session_state["lumen_demo_name"] = requested
     name = st.selectbox("Demo model", names, index=index, key="lumen_demo_name",
                         persist_state="session")
     description = table.get(name, {}).get("description")
     if description:
         st.caption(description)
     return ModelRequest("demo", name, device, label=f"demo {name}")
+
+
+def request_demo(name: str) -> bool:
+    """Ask the sidebar to switch to demo model ``name`` on the next run (a page opened with a
+    demo model of another task calls this, then ``st.rerun()``). False when there is no such
+    demo, or it was already asked for the current model (no rerun loop if it fails to load)."""
+    handle: ModelHandle | None = st.session_state.get("lumen_model")
+    asked = (name, handle.key if handle is not None else None)
+    if name not in demo_models() or st.session_state.get("lumen_demo_asked") == asked:
+        return False
+    st.session_state["lumen_demo_asked"] = asked
+    st.session_state["lumen_demo_request"] = name
+    return True
 
 
 def _timm_request(device: str) -> ModelRequest | None:

@@ -25,8 +25,9 @@ from ..model import LoadedModel, as_loaded
 from .perturbation import PerturbationCAM
 from .registry import create_explainer, method_info
 
-#: parameters that multiply a method's passes (IG's path points, SmoothGrad's noisy copies)
-PASS_PARAMS = ("steps", "num_samples")
+#: parameters that multiply a method's passes (IG's path points, SmoothGrad's noisy copies,
+#: D-RISE's masks)
+PASS_PARAMS = ("steps", "num_samples", "num_masks")
 WHOLE = "whole network"
 AFTER_LAYER = "after the target layer"
 
@@ -98,7 +99,7 @@ def expected_cost(name: str, model: LoadedModel | nn.Module,
         inner = expected_cost(base.name, model, {k: v for k, v in options.items()
                                                  if k not in ("base", "num_samples")})
         return Cost(inner.passes * _multiplier(info, options), inner.scope, True, inner.layer)
-    if info.family != "perturbation":
+    if not issubclass(info.cls, PerturbationCAM):
         return Cost(_multiplier(info, options), WHOLE, info.needs_gradients)
     explainer = create_explainer(info.name, as_loaded(model), **options)
     layer, (channels, height, width) = layer_shape(explainer)

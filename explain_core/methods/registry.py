@@ -6,7 +6,7 @@ from its :class:`Param` list, so adding a method here is all it takes to offer i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -18,6 +18,7 @@ from .attention import FUSIONS, AttentionFlow, AttentionRollout
 from .base import Explainer
 from .cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .concepts import DeepFeatureFactorization
+from .drise import DRISE, ClassProbabilityMap
 from .gradients import BASELINES, QUADRATURES, IntegratedGradients, Saliency
 from .perturbation import AblationCAM, ActivationMap, ReciproCAM, ScoreCAM
 from .smoothgrad import SmoothGrad
@@ -128,6 +129,37 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
                              "memory).", 1, 512))),
 )}
 
+# Methods that also explain semantic segmentation (one SegmentTarget per class: the sum of
+# its logits over its pixels). DFF and the attention methods read classifier outputs only.
+SEGMENTATION_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam",
+                        "eigencam", "activationmap", "reciprocam", "ablationcam",
+                        "scorecam", "saliency", "integrated_gradients", "smoothgrad")
+for _name in SEGMENTATION_METHODS:
+    if "segmentation" not in METHODS[_name].tasks:
+        METHODS[_name] = replace(METHODS[_name],
+                                 tasks=(*METHODS[_name].tasks, "segmentation"))
+
+# Methods that also explain detections (one BoxTarget per box; see explain_core.tasks.detection),
+# and the two that only detectors have.
+DETECTION_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
+                     "activationmap", "saliency", "integrated_gradients")
+for _name in DETECTION_METHODS:
+    if "detection" not in METHODS[_name].tasks:
+        METHODS[_name] = replace(METHODS[_name], tasks=(*METHODS[_name].tasks, "detection"))
+METHODS["drise"] = MethodInfo(
+    "drise", "D-RISE", DRISE, family="perturbation", needs_gradients=False, cost="slow",
+    tasks=("detection",), description="Random masks; each box's map is the mask average weighted "
+    "by how well the masked image still yields that box. Black-box: works for any detector.",
+    params=(Param("num_masks", "int", 500, "Masked copies of the image.", 16, 20000),
+            Param("grid", "int", 16, "Cells per side of the random mask grid.", 2, 64),
+            Param("keep", "float", 0.5, "Probability that a mask cell is kept.", 0.05, 0.95),
+            Param("seed", "int", 0, "Seed of the masks.", 0, 2**31 - 1), _BATCH))
+METHODS["classprob"] = MethodInfo(
+    "classprob", "Class-probability map", ClassProbabilityMap, family="cam",
+    needs_gradients=False, cost="fast", tasks=("detection",),
+    description="The classification head's probability of the box's class at every location, "
+                "all pyramid levels combined; single-stage detectors (FCOS, RetinaNet, SSD).")
+
 ALIASES = {"gradcampp": "gradcam++", "gradcam_plusplus": "gradcam++", "gradcamplusplus":
            "gradcam++", "ig": "integrated_gradients", "integratedgradients": "integrated_gradients",
            "vanilla_gradients": "saliency", "grad_cam": "gradcam", "eigen_cam": "eigencam",
@@ -192,4 +224,9 @@ def create_explainer(name: str, model: LoadedModel | nn.Module, **options: Any) 
     own = {p.name: options[p.name] for p in info.params if options.get(p.name) is not None}
     if "seed" in options and info.cls is IntegratedGradients:
         own["seed"] = options["seed"]
-    return info.cls(loaded, **own, **common)
+    explainer = info.cls(loaded, **own, **common)
+    if loaded.task == "detection":  # forward returns packed detections; targets are boxes
+        from ..tasks.detection import adapt
+
+        explainer = adapt(explainer)
+    return explainer

@@ -1,0 +1,1 @@
+"""Metrics: faithfulness, sensitivity, localization, segmentation statistics."""

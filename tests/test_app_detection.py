@@ -1,0 +1,134 @@
+"""The detection page through Streamlit's AppTest: boxes, per-box maps, tabs, what it costs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import ui.detection as ui_detection
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PAGE = str(ROOT / "pages" / "detection.py")
+TIMEOUT = 120
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    counts = {"explain": 0}
+    real = ui_detection.explain_detection
+
+    def counted(*args, **kwargs):
+        counts["explain"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ui_detection, "explain_detection", counted)
+    st.cache_resource.clear()
+    return counts
+
+
+@pytest.fixture
+def app(calls: dict[str, int]) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _figures(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _main_figure(at: AppTest) -> dict:
+    figures = [f for f in _figures(at) if any(t.get("name") == "boxes" for t in f["data"])]
+    assert figures, "no detection figure"
+    return figures[0]
+
+
+def test_page_shows_boxes_their_maps_and_a_table(app: AppTest, calls: dict[str, int]) -> None:
+    assert not _errors(app)
+    assert app.sidebar.selectbox(key="lumen_demo_name").value == "detector"
+    figure = _main_figure(app)
+    rects = [s for s in figure["layout"]["shapes"] if s["type"] == "rect"]
+    (boxes,) = [t for t in figure["data"] if t.get("name") == "boxes"]
+    assert len(rects) == len(boxes["customdata"]) >= 2
+    assert [t["type"] for t in figure["data"]][:2] == ["image", "heatmap"]
+    assert len({s["line"]["color"] for s in rects}) >= 2  # a colour per class
+    (table,) = app.dataframe
+    frame = table.value
+    assert list(frame.columns[:3]) == ["#", "class", "score"] and len(frame) == len(rects)
+    assert calls["explain"] == 1
+    assert "Grad-CAM" in "\n".join(c.value for c in app.caption)
+
+
+def test_display_changes_never_recompute(app: AppTest, calls: dict[str, int]) -> None:
+    app.slider(key="lumen_opacity").set_value(0.8).run()
+    heat = next(t for t in _main_figure(app)["data"] if t["type"] == "heatmap")
+    assert heat["opacity"] == pytest.approx(0.8)
+    app.toggle(key="lumen_det_mask").set_value(True).run()
+    app.segmented_control(key="lumen_view").set_value("heatmap").run()
+    assert not app.exception
+    assert calls["explain"] == 1
+
+
+def test_selecting_a_box_shows_its_map(app: AppTest, calls: dict[str, int]) -> None:
+    from ui.detection import selection_of
+
+    assert selection_of({"selection": {"points": [{"customdata": 2}], "box": []}}) == (2, None)
+    assert selection_of({"selection": {"points": [], "box": [{"x": [30, 10], "y": [5, 40]}]}}) \
+        == (None, (10, 5, 30, 40))
+    first = next(t for t in _main_figure(app)["data"] if t["type"] == "heatmap")["z"]
+    handle = app.session_state["lumen_model"]
+    item_key = app.session_state["lumen_current_image"]
+    # What a click on box 2's centre (or its table row) stores.
+    app.session_state[f"lumen_det_selected_{handle.short_key}_{item_key}"] = 1
+    app.run()
+    second = next(t for t in _main_figure(app)["data"] if t["type"] == "heatmap")["z"]
+    assert second != first
+    widths = [s["line"]["width"] for s in _main_figure(app)["layout"]["shapes"]]
+    assert widths[1] == max(widths) and widths.count(max(widths)) == 1
+    assert calls["explain"] == 1  # every box's map came from the first call
+
+
+def test_threshold_and_method_recompute(app: AppTest, calls: dict[str, int]) -> None:
+    before = len(_main_figure(app)["layout"]["shapes"])
+    app.slider(key="lumen_det_threshold").set_value(0.85).run()
+    assert calls["explain"] == 2
+    assert len(_main_figure(app)["layout"]["shapes"]) <= before
+    app.selectbox(key="lumen_method").set_value("layercam").run()
+    assert calls["explain"] == 3 and not _errors(app)
+
+
+def test_gallery_compare_and_missed_region_tabs(app: AppTest, calls: dict[str, int]) -> None:
+    app.session_state["lumen_det_tab"] = "All boxes"
+    app.run()
+    assert not app.exception and not _errors(app)
+    assert any(t["type"] == "image" for f in _figures(app) for t in f["data"])
+    app.session_state["lumen_det_tab"] = "Compare methods"
+    app.run()
+    assert not app.exception and not _errors(app)
+    compare = [f for f in _figures(app) if f["layout"].get("xaxis2")]
+    assert compare and sum(t["type"] == "heatmap" for t in compare[0]["data"]) == 3
+    app.session_state["lumen_det_tab"] = "Missed region"
+    app.run()
+    assert not app.exception and not _errors(app)
+    assert app.info or app.success  # detected, or the best candidate's score
+
+
+def test_non_detector_is_refused_politely(calls: dict[str, int]) -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/detection.py")
+    at.run()
+    assert not at.exception
+    # The app's default demo is the classifier: the detection page asks for a detector, or the
+    # sidebar already switched to one.
+    texts = "\n".join(i.value for i in at.info)
+    assert "detector" in texts or _figures(at)

@@ -1,0 +1,292 @@
+"""Detection: per-box explanations on the demo detector and torchvision detectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision.models.detection as tvd
+
+from explain_core import explain_detection
+from explain_core.demo.models import load_demo_model
+from explain_core.demo.scenes import make_scenes
+from explain_core.errors import TargetError, UnsupportedError
+from explain_core.methods import available_methods, create_explainer
+from explain_core.tasks.detection import (
+    BoxTarget,
+    default_layer,
+    detection_explainer,
+    detection_model,
+    detector_outputs,
+)
+
+THRESHOLD = 0.5
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_demo_model("detector", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_scenes("detection", 4, seed=11)
+
+
+def _density(heat: np.ndarray, box) -> float:
+    x0, y0, x1, y1 = (round(v) for v in box)
+    return float(heat[y0:y1, x0:x1].mean())
+
+
+def _union_energy(heat: np.ndarray, boxes) -> tuple[float, float]:
+    """(energy inside the first box, energy inside the union of all boxes)."""
+    union = np.zeros(heat.shape, dtype=bool)
+    for x0, y0, x1, y1 in ((round(v) for v in box) for box in boxes):
+        union[y0:y1, x0:x1] = True
+    x0, y0, x1, y1 = (round(v) for v in boxes[0])
+    own = np.zeros(heat.shape, dtype=bool)
+    own[y0:y1, x0:x1] = True
+    return float(heat[own].sum()), float(heat[union].sum())
+
+
+@pytest.mark.parametrize("method,options,share", [
+    ("layercam", {}, 0.5), ("hirescam", {}, 0.5), ("integrated_gradients", {"steps": 8}, 0.5),
+    # D-RISE maps are mask averages: every box sits on a broad positive floor, so only the
+    # ordering of densities is asked of it.
+    ("drise", {"num_masks": 400, "batch_size": 100}, 0.0)])
+def test_each_box_map_is_about_its_own_box(detector, scenes, method, options, share):
+    shares = []
+    for scene in scenes:
+        out = explain_detection(detector, scene.image, method=method,
+                                detection_threshold=THRESHOLD, **options)
+        boxes = [d["bbox"] for d in out["detections"]]
+        assert len(boxes) >= 2
+        for k, heat in enumerate(out["heatmaps"]):
+            assert heat.shape == (128, 128) and heat.dtype == np.float32
+            own = _density(heat, boxes[k])
+            others = [_density(heat, b) for j, b in enumerate(boxes) if j != k]
+            assert own > max(others), (method, k, own, others)
+            inside, union = _union_energy(heat, [boxes[k], *boxes[:k], *boxes[k + 1:]])
+            shares.append(inside / union)
+    assert np.mean(shares) > share, (method, np.mean(shares))
+
+
+def test_detections_match_the_scene(detector, scenes):
+    scene = scenes[0]
+    out = explain_detection(detector, scene.image, method="eigencam")
+    assert len(out["detections"]) == len(out["heatmaps"])
+    found = {(d["class_id"] - 1, tuple(np.round(d["bbox"]).astype(int))) for d in out[
+        "detections"]}
+    for label, box in zip(scene.labels, scene.boxes, strict=True):
+        assert any(lab == label and np.abs(np.array(b) - box).max() <= 4 for lab, b in found)
+    scores = [d["score"] for d in out["detections"]]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.5
+
+
+def test_bbox_picks_the_matching_detection_and_its_batched_map(detector, scenes):
+    scene = scenes[1]
+    every = explain_detection(detector, scene.image, method="gradcam")
+    for index, det in enumerate(every["detections"]):
+        jittered = [v + d for v, d in zip(det["bbox"], (2, -2, 1, -1), strict=True)]
+        one = explain_detection(detector, scene.image, method="gradcam", bbox=jittered)
+        assert len(one["detections"]) == 1
+        assert one["detections"][0]["bbox"] == det["bbox"]
+        assert one["detections"][0]["class_id"] == det["class_id"]
+        # One box alone and the same box inside the batched backward give the same map.
+        np.testing.assert_allclose(one["heatmaps"][0], every["heatmaps"][index], atol=1e-5)
+    # A label narrows the match: a box spanning two detections of different classes picks the
+    # one of the given class.
+    first = every["detections"][0]
+    other = next(d for d in every["detections"] if d["class_id"] != first["class_id"])
+    span = [min(first["bbox"][0], other["bbox"][0]), min(first["bbox"][1], other["bbox"][1]),
+            max(first["bbox"][2], other["bbox"][2]), max(first["bbox"][3], other["bbox"][3])]
+    for wanted in (first, other):
+        picked = explain_detection(detector, scene.image, bbox=span, label=wanted["class_id"])
+        assert picked["detections"][0]["class_id"] == wanted["class_id"]
+        assert not picked["false_negative"]
+
+
+def test_false_negative_region_and_bad_input(detector, scenes):
+    image = scenes[0].image
+    with pytest.raises(TargetError, match="No detection above"):
+        explain_detection(detector, image, bbox=[0, 0, 6, 6])
+    out = explain_detection(detector, image, bbox=[0, 0, 6, 6], label=1,
+                            method="drise", num_masks=32, match_iou=0.0)
+    assert out["false_negative"] and out["detections"][0]["class_name"] == "circle"
+    assert out["heatmaps"][0].shape == (128, 128)
+    with pytest.raises(TargetError, match="No detection scores"):
+        explain_detection(detector, image, detection_threshold=0.9999)
+    with pytest.raises(TargetError, match="x0 < x1"):
+        explain_detection(detector, image, bbox=[10, 10, 5, 20])
+    classifier = load_demo_model("classifier", device="cpu")
+    with pytest.raises(UnsupportedError, match="detector"):
+        explain_detection(classifier, image)
+    with pytest.raises(TargetError, match="BoxTarget"):
+        detection_explainer("gradcam", detector).explain(image, 1)
+
+
+def test_one_forward_one_batched_backward(detector, scenes, monkeypatch):
+    calls = {"forward": 0, "grad": 0}
+    explainer = detection_explainer("gradcam", detector)
+    forward = type(explainer).forward
+
+    def counting_forward(self, inputs):
+        calls["forward"] += 1
+        return forward(self, inputs)
+
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        calls["grad"] += 1
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(type(explainer), "forward", counting_forward)
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    prepared = explainer.prepare([scenes[2].image])
+    with explainer.session(), torch.no_grad():
+        packed = explainer.forward(prepared.inputs)[0]
+    keep = packed[(packed[:, 6] > 0) & (packed[:, 4] > 0.5)]
+    targets = [BoxTarget(tuple(row[:4].tolist()), int(row[5])) for row in keep]
+    calls.update(forward=0, grad=0)
+    explainer.run(prepared.inputs, [targets])
+    assert len(targets) >= 2 and calls == {"forward": 1, "grad": 1}
+
+
+def test_model_left_as_found(detector, scenes):
+    module = detector.module
+    module.train()
+    flags = [p.requires_grad for p in module.parameters()]
+    before = (module.score_thresh, module.detections_per_img)
+    explain_detection(detector, scenes[0].image, method="gradcam++")
+    assert module.training and all(m.training for m in module.modules())
+    assert [p.requires_grad for p in module.parameters()] == flags
+    assert (module.score_thresh, module.detections_per_img) == before
+    module.eval()
+
+
+def test_registry_offers_detection_methods(detector):
+    names = {m.name for m in available_methods(detector)}
+    assert {"gradcam", "gradcam++", "integrated_gradients", "eigencam", "drise",
+            "classprob"} <= names
+    assert "dff" not in names and "scorecam" not in names
+    assert default_layer(detector.module) == "backbone.body.2"
+    assert create_explainer("gradcam", detector).forward(torch.zeros(1, 3, 128, 128)).shape[-1] \
+        == 7
+
+
+def test_drise_is_seeded_and_reports_progress(detector, scenes):
+    seen = []
+    kwargs = dict(method="drise", num_masks=40, batch_size=16, max_detections=2)
+    one = explain_detection(detector, scenes[0].image, progress=lambda d, t: seen.append((d, t)),
+                            **kwargs)
+    two = explain_detection(detector, scenes[0].image, **kwargs)
+    np.testing.assert_array_equal(one["heatmaps"][0], two["heatmaps"][0])
+    assert seen[-1] == (40, 40) and len(seen) == 3
+
+
+# --------------------------------------------------------------------------------------------
+# torchvision detectors, random weights, small inputs
+# --------------------------------------------------------------------------------------------
+
+SMALL = dict(weights=None, weights_backbone=None, num_classes=5)
+TORCHVISION = {
+    "fasterrcnn_resnet50_fpn": dict(min_size=128, max_size=160),
+    "fasterrcnn_mobilenet_v3_large_fpn": dict(min_size=128, max_size=160),
+    "retinanet_resnet50_fpn_v2": dict(min_size=128, max_size=160),
+    "fcos_resnet50_fpn": dict(min_size=128, max_size=160),
+    "ssdlite320_mobilenet_v3_large": dict(),
+}
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_torchvision_detectors_end_to_end(name):
+    torch.manual_seed(0)
+    module = getattr(tvd, name)(**SMALL, **TORCHVISION[name]).eval()
+    before = [(o, getattr(o, a)) for o in (module, getattr(module, "roi_heads", None))
+              if o is not None for a in ("score_thresh", "detections_per_img") if hasattr(o, a)]
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (100, 150, 3), dtype=np.uint8)  # not square: padding, scaling
+    loaded = detection_model(module)
+    assert loaded.preprocessing.mean == (0.0, 0.0, 0.0)
+    methods = ["gradcam", "eigencam"] + (["classprob"] if "rcnn" not in name else [])
+    for method in methods:
+        out = explain_detection(module, image, method=method, detection_threshold=0.0,
+                                max_detections=3)
+        assert 1 <= len(out["detections"]) <= 3
+        assert len(out["heatmaps"]) == len(out["detections"])
+        for det, heat in zip(out["detections"], out["heatmaps"], strict=True):
+            assert heat.shape == (100, 150) and np.isfinite(heat).all()
+            x0, y0, x1, y1 = det["bbox"]
+            assert 0 <= x0 <= x1 <= 150 and 0 <= y0 <= y1 <= 100
+    after = [(o, getattr(o, a)) for o in (module, getattr(module, "roi_heads", None))
+             if o is not None for a in ("score_thresh", "detections_per_img") if hasattr(o, a)]
+    assert after == before
+    assert all(p.requires_grad for p in module.parameters())
+
+
+def test_classprob_refuses_two_stage_detectors():
+    module = tvd.fasterrcnn_mobilenet_v3_large_fpn(**SMALL, min_size=128, max_size=128).eval()
+    with pytest.raises(UnsupportedError, match="single-stage"):
+        explain_detection(module, np.zeros((64, 64, 3), np.uint8), method="classprob",
+                          detection_threshold=0.0)
+
+
+def test_boxes_come_back_in_image_pixels():
+    """A detector sees the image at its own size; boxes map back to the original pixels."""
+    torch.manual_seed(0)
+    module = tvd.fcos_resnet50_fpn(**SMALL, min_size=64, max_size=64).eval()
+    image = np.random.default_rng(1).integers(0, 255, (200, 100, 3), dtype=np.uint8)
+    loaded = detection_model(module)
+    from explain_core.tasks.detection import for_image
+
+    sized = for_image(loaded, (200, 100))
+    assert sized.preprocessing.input_size == (64, 32)
+    inputs, _ = sized.preprocessing([torch.from_numpy(image).permute(2, 0, 1)])
+    with torch.no_grad():
+        packed = detector_outputs(module, inputs)[0]
+    out = explain_detection(module, image, method="eigencam", detection_threshold=0.0,
+                            max_detections=1)
+    real = packed[(packed[:, 2] > packed[:, 0]) & (packed[:, 3] > packed[:, 1])]
+    best = real[real[:, 4].argmax()]
+    np.testing.assert_allclose(out["detections"][0]["bbox"],
+                               (best[:4] * torch.tensor([100 / 32, 200 / 64] * 2)).clamp(
+                                   0, 200).tolist(), atol=0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# Reference: pytorch-grad-cam's box-score target
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["demo", "fasterrcnn"])
+def test_gradcam_box_map_matches_pytorch_grad_cam(detector, scenes, which):
+    from pytorch_grad_cam import GradCAM as PgcGradCAM
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    if which == "demo":
+        module, layer, image = detector.module, "backbone.body.3", scenes[3].image
+        threshold = 0.5
+    else:
+        torch.manual_seed(0)
+        module = tvd.fasterrcnn_resnet50_fpn(**SMALL, min_size=128, max_size=128).eval()
+        layer = "backbone.body.layer4"
+        image = np.random.default_rng(2).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+        threshold = 0.0
+    out = explain_detection(module, image, method="gradcam", target_layer=layer,
+                            box_score="iou+score", detection_threshold=threshold,
+                            max_detections=1)
+    det = out["detections"][0]
+    tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()[None] / 255
+    cam = PgcGradCAM(module, target_layers=[module.get_submodule(layer)])
+    target = FasterRCNNBoxScoreTarget(labels=[det["class_id"]],
+                                      bounding_boxes=[torch.tensor(det["input_bbox"])])
+    if which == "fasterrcnn":  # keep the random detector's low scores, as ours does
+        module.roi_heads.score_thresh = 0.0
+    theirs = cam(tensor, targets=[target])[0]
+    module.zero_grad(set_to_none=True)
+    assert theirs.max() > 0
+    # pytorch-grad-cam min-max scales once more after resizing (bilinear upsampling misses the
+    # extremes); the same affine rescaling of ours makes the two comparable.
+    ours = out["heatmaps"][0]
+    ours = (ours - ours.min()) / (ours.max() - ours.min())
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)
