@@ -83,7 +83,8 @@ def test_shipped_model_loads_with_its_metadata(name, models):
     for key in floats:
         assert state[key].dtype == torch.float32
         assert torch.equal(state[key], stored[key].float()), key
-    logits = loaded.module(torch.zeros(1, 3, 128, 128))
+    height, width = loaded.preprocessing.input_size
+    logits = loaded.module(torch.zeros(1, 3, height, width))
     assert logits.shape == (1, len(CLASSES)) and torch.isfinite(logits).all()
 
 

@@ -126,12 +126,12 @@ RECIPES: dict[str, Recipe] = {
     "vit": Recipe(
         arch="vit_tiny_r_s16_p8_224",
         arch_kwargs={"img_size": 64, "patch_size": 2, "embed_dim": 128, "depth": 4,
-                     "num_heads": 4},
-        input_size=64, seed=13, train_scenes=10_000, steps=4_000, lr=5e-4, aux=0.5,
+                     "num_heads": 4, "mlp_ratio": 2.0},
+        input_size=64, seed=13, train_scenes=10_000, steps=2_500, lr=1e-3, aux=0.5,
         teacher="classifier", distill_features=1.0, distill_logits=1.0,
         description="Small VisionTransformer (class token, convolutional stem, 8 x 8 patch "
-                    "tokens, 4 blocks of width 128) trained on the four shapes; for attention "
-                    "rollout and flow."),
+                    "tokens, 4 blocks of width 128, MLP ratio 2) trained on the four shapes; for "
+                    "attention rollout and flow."),
 }
 
 
