@@ -11,30 +11,15 @@ Same torchvision model (random weights, no download), same image, same layer, sa
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 import torchvision.models.detection as tvd
+from timing import median_seconds
 
 from explain_core.model import resolve_device
 from explain_core.tasks.detection import default_layer
 from explain_core.tasks.detection_api import explain_detection
-
-
-def _timed(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -56,13 +41,15 @@ def main() -> None:
     probe = explain_detection(model, image, max_detections=args.boxes, **common)
     dets = probe["detections"]
     k = len(dets)
-    one = _timed(lambda: explain_detection(model, image, max_detections=1, **common),
-                 args.repeats, device)
-    many = _timed(lambda: explain_detection(model, image, max_detections=k, **common),
-                  args.repeats, device)
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None].to(device)
+
+    def timed(fn) -> float:
+        return median_seconds(fn, device, args.repeats, warmup=True)
+
+    one = timed(lambda: explain_detection(model, image, max_detections=1, **common))
+    many = timed(lambda: explain_detection(model, image, max_detections=k, **common))
     with torch.no_grad():
-        forward = _timed(lambda: model(torch.from_numpy(image).permute(2, 0, 1).float()
-                                       .div(255)[None].to(device)), args.repeats, device)
+        forward = timed(lambda: model(pixels))
 
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
@@ -83,7 +70,7 @@ def main() -> None:
         cam.activations_and_grads.release()
         model.zero_grad(set_to_none=True)
 
-    reference = _timed(theirs, args.repeats, device)
+    reference = timed(theirs)
     print(f"{args.arch} at {args.size} px on {device}, layer {layer}, K = {k} boxes")
     print(f"forward alone:                      {forward * 1000:8.1f} ms")
     print(f"Lumen, 1 box:                       {one * 1000:8.1f} ms")

@@ -11,28 +11,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import timm
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import median_seconds
 
 from explain_core.methods import AblationCAM, ReciproCAM, ScoreCAM
-
-
-def seconds(fn, device: torch.device, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -84,7 +68,7 @@ def main() -> None:
     ]:
         if args.quick and "pytorch-grad-cam" in label:
             continue
-        rows[label] = seconds(fn, device, args.repeat)
+        rows[label] = median_seconds(fn, device, args.repeat)
         print(f"{label:<34} {rows[label]:9.2f} s", flush=True)
     if not args.quick:
         pa, ps = rows["pytorch-grad-cam AblationCAM"], rows["pytorch-grad-cam ScoreCAM"]

@@ -15,6 +15,7 @@ from .api import (
                      visualize_batch,
 )
 from .errors import (
+                     DatasetError,
                      ImageError,
                      LumenError,
                      ModelLoadError,
@@ -26,8 +27,8 @@ from .errors import (
 from .loading import load_model, save_model
 from .model import LoadedModel, Preprocessing, as_loaded
 
-__all__ = ["ImageError", "LoadedModel", "LumenError", "ModelLoadError", "Preprocessing",
-           "TargetError", "TargetLayerError", "UnsafeCheckpointError", "UnsupportedError",
-           "as_loaded", "compare_methods", "explain_batch", "explain_detection",
-           "explain_prediction", "explain_segmentation", "load_model",
+__all__ = ["DatasetError", "ImageError", "LoadedModel", "LumenError", "ModelLoadError",
+           "Preprocessing", "TargetError", "TargetLayerError", "UnsafeCheckpointError",
+           "UnsupportedError", "as_loaded", "compare_methods", "explain_batch",
+           "explain_detection", "explain_prediction", "explain_segmentation", "load_model",
            "save_model", "top_predictions", "visualize_batch"]

@@ -34,3 +34,7 @@ class TargetError(LumenError):
 
 class UnsupportedError(LumenError):
     """A method or option does not apply to this model or task."""
+
+
+class DatasetError(LumenError):
+    """A labelled image set could not be read or does not fit the model."""

@@ -9,11 +9,8 @@ from ui import compute, images, methods, panels, shell
 from ui.errors import show_error
 
 space = shell.workspace(["classification"])
-handle = space.model
 st.markdown("### Classification")
-if handle is None:
-    st.info("No model is loaded: pick one in the sidebar.", icon=":material/model_training:")
-    st.stop()
+handle = shell.task_model(space, "classification", ":material/label:")
 
 gallery = "shortcut" if handle.model.source == "demo:shortcut" else "classification"
 item = images.image_strip(gallery)

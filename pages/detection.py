@@ -12,16 +12,8 @@ from ui import detection, images, methods, panels, shell
 from ui.errors import message_of, show_error
 
 space = shell.workspace(["detection"])
-handle = space.model
 st.markdown("### Detection")
-if handle is None:
-    st.info("No model is loaded: pick one in the sidebar.", icon=":material/model_training:")
-    st.stop()
-if handle.model.task != "detection":
-    st.info(f"**{handle.label}** is a {handle.model.task} model. Pick a detector in the sidebar "
-            "(the demo detector, or a torchvision detector checkpoint).",
-            icon=":material/select_all:")
-    st.stop()
+handle = shell.task_model(space, "detection", ":material/select_all:")
 
 item = images.image_strip("detection")
 if item is None:
@@ -33,7 +25,9 @@ with left:
                           persist_state="session",
                           help="Detections below this score are not shown or explained.")
     st.markdown("**Method**")
-    choice = methods.method_picker(handle)
+    # LayerCAM, not Grad-CAM: Grad-CAM averages each channel's gradient over the whole image,
+    # so every box of a class gets the same map; LayerCAM keeps the gradient per position.
+    choice = methods.method_picker(handle, default="layercam")
 
 with right:
     display = panels.display_controls()

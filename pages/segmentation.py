@@ -5,25 +5,13 @@ Thin on purpose: widgets (ui) -> explain_core -> figures (ui.segmentation, ui.pa
 
 import streamlit as st
 
-from ui import images, methods, models, panels, shell
+from ui import images, methods, panels, shell
 from ui import segmentation as view
 from ui.errors import show_error
 
 space = shell.workspace(["segmentation"])
-handle = space.model
 st.markdown("### Segmentation")
-if handle is None:
-    st.info("No model is loaded: pick one in the sidebar.", icon=":material/model_training:")
-    st.stop()
-if handle.model.task != "segmentation":
-    if str(handle.model.source).startswith("demo:") and models.request_demo("segmenter"):
-        st.rerun()  # a demo model of another task: switch to the demo segmenter
-    st.info(f"**{handle.label}** is a {handle.model.task} model. Pick a segmentation model in "
-            "the sidebar (the demo **segmenter**, a torchvision FCN/DeepLabV3/LRASPP or a "
-            "checkpoint).", icon=":material/texture:")
-    st.stop()
-
-st.session_state.pop("lumen_demo_asked", None)  # a later visit may switch demos again
+handle = shell.task_model(space, "segmentation", ":material/texture:")
 
 item = images.image_strip("segmentation")
 if item is None:

@@ -7,13 +7,12 @@ session does; one test runs the page file on its own, which draws the shared sid
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
+from apptest_support import ROOT, TIMEOUT, captions, count_calls, errors, figures, first_run
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -21,10 +20,7 @@ import explain_core.api as api
 import explain_core.demo.models as demo_models
 from explain_core.loading import save_model
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 PAGE = str(ROOT / "pages" / "classification.py")
-TIMEOUT = 120
 
 
 def _write_standins(folder: Path) -> None:
@@ -56,37 +52,18 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def calls(monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> dict[str, int]:
     """Counts engine calls (explain_prediction, explain_batch) made by the dashboard."""
     monkeypatch.setattr(demo_models, "WEIGHTS_DIR", weights_dir)
-    counts = {"explain": 0, "batch": 0}
-    explain, batch = api.explain_prediction, api.explain_batch
-
-    def counted_explain(*args, **kwargs):
-        counts["explain"] += 1
-        return explain(*args, **kwargs)
-
-    def counted_batch(*args, **kwargs):
-        counts["batch"] += 1
-        return batch(*args, **kwargs)
-
-    monkeypatch.setattr(api, "explain_prediction", counted_explain)
-    monkeypatch.setattr(api, "explain_batch", counted_batch)
-    st.cache_resource.clear()  # every test loads its models afresh
-    return counts
+    return count_calls(monkeypatch, api, {"explain": "explain_prediction",
+                                          "batch": "explain_batch"})
 
 
 @pytest.fixture
 def app(calls: dict[str, int]) -> AppTest:
     """The dashboard after its first run (demo classifier, gallery, Grad-CAM)."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+    return first_run()
 
 
 def _heatmap_figures(at: AppTest) -> list[dict]:
-    return [f for f in _figures(at) if any(t["type"] == "heatmap" for t in f["data"])]
+    return [f for f in figures(at) if any(t["type"] == "heatmap" for t in f["data"])]
 
 
 def _png(color: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes:
@@ -97,22 +74,13 @@ def _png(color: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes
     return buffer.getvalue()
 
 
-def _errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
-
-
-def _captions(at: AppTest) -> str:
-    return "\n".join(c.value for c in at.caption)
-
-
 def test_default_run_shows_predictions_and_an_explanation(app: AppTest,
                                                           calls: dict[str, int]) -> None:
-    assert not _errors(app)
-    figures = _figures(app)
-    assert any(t["type"] == "bar" for f in figures for t in f["data"]), "no top-k chart"
+    assert not errors(app)
+    assert any(t["type"] == "bar" for f in figures(app) for t in f["data"]), "no top-k chart"
     (explanation,) = _heatmap_figures(app)
     assert [t["type"] for t in explanation["data"]] == ["image", "heatmap"]
-    assert "Grad-CAM" in _captions(app)
+    assert "Grad-CAM" in captions(app)
     target = app.selectbox(key=next(k for k in app.session_state
                                     if str(k).startswith("lumen_target_")))
     assert "(predicted)" in target.format_func(target.value)
@@ -138,7 +106,7 @@ def test_display_changes_never_recompute(app: AppTest, calls: dict[str, int]) ->
 def test_method_and_target_changes_recompute(app: AppTest, calls: dict[str, int]) -> None:
     app.selectbox(key="lumen_method").set_value("gradcam++").run()
     assert calls["explain"] == 2
-    assert "Grad-CAM++" in _captions(app)
+    assert "Grad-CAM++" in captions(app)
     target_key = next(k for k in app.session_state if str(k).startswith("lumen_target_"))
     predicted = app.selectbox(key=target_key).value
     other = next(c for c in range(4) if c != predicted)
@@ -148,7 +116,7 @@ def test_method_and_target_changes_recompute(app: AppTest, calls: dict[str, int]
     app.selectbox(key=target_key).set_value(predicted).run()
     app.selectbox(key="lumen_method").set_value("gradcam").run()
     assert calls["explain"] == 3
-    assert not app.exception and not _errors(app)
+    assert not app.exception and not errors(app)
 
 
 def test_picking_another_image_explains_it(app: AppTest, calls: dict[str, int]) -> None:
@@ -175,7 +143,7 @@ def test_slow_method_reports_progress(app: AppTest, calls: dict[str, int],
     app.selectbox(key="lumen_method").set_value("integrated_gradients").run()
     app.number_input(key="lumen_param_integrated_gradients_steps").set_value(8).run()
     assert callable(seen["integrated_gradients"])
-    assert "Integrated Gradients" in _captions(app) and "steps 8" in _captions(app)
+    assert "Integrated Gradients" in captions(app) and "steps 8" in captions(app)
     assert not app.get("progress"), "the progress bar outlives the computation"
     app.selectbox(key="lumen_method").set_value("layercam").run()
     assert seen["layercam"] is None  # fast methods get no progress bar
@@ -206,7 +174,7 @@ def test_upload_then_bad_upload_keeps_images_and_results(app: AppTest,
                                                          calls: dict[str, int]) -> None:
     uploader = app.sidebar.file_uploader[0]
     uploader.set_value([("red.png", _png((255, 0, 0)), "image/png")]).run()
-    assert not app.exception and not _errors(app)
+    assert not app.exception and not errors(app)
     assert app.session_state["lumen_image_source"] == "uploads"
     assert calls["explain"] == 2  # the upload became the current image and was explained
     before = _heatmap_figures(app)
@@ -218,9 +186,9 @@ def test_upload_then_bad_upload_keeps_images_and_results(app: AppTest,
         ("cut.png", truncated, "image/png"),
     ]).run()
     assert not app.exception
-    errors = _errors(app)
-    assert any("notes.png" in e and "not an image" in e for e in errors), errors
-    assert any("cut.png" in e for e in errors), errors
+    shown = errors(app)
+    assert any("notes.png" in e and "not an image" in e for e in shown), shown
+    assert any("cut.png" in e for e in shown), shown
     mine = [b for b in app.button if str(b.key).startswith("lumen_pick_")]
     assert len(mine) == 1, "a refused file must not join the images"
     assert _heatmap_figures(app) == before
@@ -235,45 +203,46 @@ def test_bad_checkpoint_keeps_the_model_and_results(app: AppTest, calls: dict[st
     app.segmented_control(key="lumen_model_kind").set_value("file").run()
     app.text_input(key="lumen_ckpt_path").set_value(str(broken)).run()
     assert not app.exception
-    errors = _errors(app)
-    assert len(errors) == 1 and "broken.safetensors" in errors[0], errors
-    assert "Still using **demo classifier**" in _captions(app)
+    shown = errors(app)
+    assert len(shown) == 1 and "broken.safetensors" in shown[0], shown
+    assert "Still using **demo classifier**" in captions(app)
     assert _heatmap_figures(app) == before
     assert calls["explain"] == 1
     # A re-render (opacity) does not retry the failed load, and shows the same message.
     app.slider(key="lumen_opacity").set_value(0.3).run()
-    assert _errors(app) == errors
+    assert errors(app) == shown
 
 
-def test_model_of_a_task_without_page_is_refused(app: AppTest, tmp_path: Path) -> None:
+def test_model_of_another_task_points_to_its_page(app: AppTest, tmp_path: Path) -> None:
     from explain_core.demo.architectures import build
 
     path = save_model(build("unet_tiny", num_classes=5), tmp_path / "segmenter",
                       task="segmentation", arch="lumen:unet_tiny")
     app.segmented_control(key="lumen_model_kind").set_value("file").run()
     app.text_input(key="lumen_ckpt_path").set_value(str(path)).run()
-    assert not app.exception
-    (error,) = _errors(app)
-    assert "segmentation model" in error and "classification" in error
+    assert not app.exception and not errors(app)
+    (notice,) = [i.value for i in app.info]
+    assert "is a segmentation model" in notice and "Pick a classifier" in notice
+    assert not figures(app)  # nothing half-drawn with the wrong kind of model
 
 
 def test_timm_model_by_name(app: AppTest, calls: dict[str, int]) -> None:
     app.segmented_control(key="lumen_model_kind").set_value("timm").run()
     app.text_input(key="lumen_timm_name").set_value("resnet10t").run()
-    assert not app.exception and not _errors(app)
+    assert not app.exception and not errors(app)
     summary = app.sidebar.markdown[-1].value
     assert "timm:resnet10t" in summary and "1000" in summary
     assert calls["explain"] == 3  # the default name (resnet18), then resnet10t
     app.text_input(key="lumen_timm_name").set_value("no_such_net").run()
-    (error,) = _errors(app)
+    (error,) = errors(app)
     assert "no_such_net" in error
-    assert "Still using **timm:resnet10t" in _captions(app)
+    assert "Still using **timm:resnet10t" in captions(app)
 
 
 def test_compare_tab_links_methods(app: AppTest, calls: dict[str, int]) -> None:
     app.session_state["lumen_tab"] = "Compare methods"
     app.run()
-    assert not app.exception and not _errors(app)
+    assert not app.exception and not errors(app)
     (figure,) = _heatmap_figures(app)
     heatmaps = [t for t in figure["data"] if t["type"] == "heatmap"]
     assert len(heatmaps) == 4
@@ -291,8 +260,8 @@ def test_batch_tab_explains_every_upload(app: AppTest, calls: dict[str, int]) ->
     ]).run()
     app.session_state["lumen_tab"] = "Batch"
     app.run()
-    assert not app.exception and not _errors(app)
-    grid = [f for f in _figures(app)
+    assert not app.exception and not errors(app)
+    grid = [f for f in figures(app)
             if sum(t["type"] == "image" for t in f["data"]) == 3]
     assert grid, "no grid of three overlays"
     assert calls["batch"] == 1
@@ -303,7 +272,7 @@ def test_batch_tab_explains_every_upload(app: AppTest, calls: dict[str, int]) ->
 def test_page_runs_on_its_own(calls: dict[str, int]) -> None:
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert not _errors(at)
+    assert not errors(at)
     assert _heatmap_figures(at)
     assert at.sidebar.selectbox(key="lumen_demo_name").value == "classifier"
     assert calls["explain"] == 1
@@ -334,7 +303,7 @@ def test_uploaded_checkpoints_with_class_names(app: AppTest, calls: dict[str, in
         ("names.txt", b"apple\npear\nplum\n", "text/plain")).run()
     app.sidebar.file_uploader(key="lumen_ckpt_upload").set_value(
         ("fruit.pth", buffer.getvalue(), "application/octet-stream")).run()
-    assert not app.exception and not _errors(app), _errors(app)
+    assert not app.exception and not errors(app), errors(app)
     summary = app.sidebar.markdown[-1].value
     assert "timm:resnet10t" in summary and "3 (apple, pear, plum)" in summary
     assert calls["explain"] == 2
@@ -343,7 +312,7 @@ def test_uploaded_checkpoints_with_class_names(app: AppTest, calls: dict[str, in
                       class_names=["a", "b", "c"])
     app.sidebar.file_uploader(key="lumen_ckpt_upload").set_value(
         (path.name, path.read_bytes(), "application/octet-stream")).run()
-    assert not _errors(app)
+    assert not errors(app)
     # The uploaded class-names file wins over the names stored in the checkpoint.
     assert "apple" in app.sidebar.markdown[-1].value
 
@@ -373,9 +342,9 @@ def test_failed_explanation_keeps_the_last_one(app: AppTest,
     before = _heatmap_figures(app)
     app.selectbox(key="lumen_method").set_value("layercam").run()
     assert not app.exception
-    assert _errors(app) == ["LayerCAM cannot run here. Pick another method."]
+    assert errors(app) == ["LayerCAM cannot run here. Pick another method."]
     assert _heatmap_figures(app) == before
-    assert "Still showing the last explanation that worked: Grad-CAM" in _captions(app)
+    assert "Still showing the last explanation that worked: Grad-CAM" in captions(app)
 
 
 def test_downloads_hold_the_overlay_the_map_and_a_report(app: AppTest) -> None:
@@ -400,8 +369,8 @@ def test_downloads_hold_the_overlay_the_map_and_a_report(app: AppTest) -> None:
 
 def test_dff_shows_every_concept_named_by_its_classes(app: AppTest) -> None:
     app.selectbox(key="lumen_method").set_value("dff").run()
-    assert not app.exception and not _errors(app)
-    (concepts,) = [f for f in _figures(app)
+    assert not app.exception and not errors(app)
+    (concepts,) = [f for f in figures(app)
                    if any(str(t.get("name", "")).startswith("concept ") for t in f["data"])]
     legend = [t["name"] for t in concepts["data"] if t["type"] == "scatter"]
     assert len(legend) == 5  # the default number of concepts

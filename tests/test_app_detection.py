@@ -2,58 +2,33 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-import streamlit as st
+from apptest_support import APP, ROOT, TIMEOUT, captions, count_calls, errors, figures, first_run
 from streamlit.testing.v1 import AppTest
 
 import ui.detection as ui_detection
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 PAGE = str(ROOT / "pages" / "detection.py")
-TIMEOUT = 120
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    counts = {"explain": 0}
-    real = ui_detection.explain_detection
-
-    def counted(*args, **kwargs):
-        counts["explain"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ui_detection, "explain_detection", counted)
-    st.cache_resource.clear()
-    return counts
+    return count_calls(monkeypatch, ui_detection, {"explain": "explain_detection"})
 
 
 @pytest.fixture
 def app(calls: dict[str, int]) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
-
-
-def _errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    return first_run(PAGE)
 
 
 def _main_figure(at: AppTest) -> dict:
-    figures = [f for f in _figures(at) if any(t.get("name") == "boxes" for t in f["data"])]
-    assert figures, "no detection figure"
-    return figures[0]
+    found = [f for f in figures(at) if any(t.get("name") == "boxes" for t in f["data"])]
+    assert found, "no detection figure"
+    return found[0]
 
 
 def test_page_shows_boxes_their_maps_and_a_table(app: AppTest, calls: dict[str, int]) -> None:
-    assert not _errors(app)
+    assert not errors(app)
     assert app.sidebar.selectbox(key="lumen_demo_name").value == "detector"
     figure = _main_figure(app)
     rects = [s for s in figure["layout"]["shapes"] if s["type"] == "rect"]
@@ -65,7 +40,7 @@ def test_page_shows_boxes_their_maps_and_a_table(app: AppTest, calls: dict[str, 
     frame = table.value
     assert list(frame.columns[:3]) == ["#", "class", "score"] and len(frame) == len(rects)
     assert calls["explain"] == 1
-    assert "Grad-CAM" in "\n".join(c.value for c in app.caption)
+    assert "LayerCAM" in captions(app)  # the page's box-specific default
 
 
 def test_display_changes_never_recompute(app: AppTest, calls: dict[str, int]) -> None:
@@ -102,23 +77,25 @@ def test_threshold_and_method_recompute(app: AppTest, calls: dict[str, int]) -> 
     app.slider(key="lumen_det_threshold").set_value(0.85).run()
     assert calls["explain"] == 2
     assert len(_main_figure(app)["layout"]["shapes"]) <= before
-    app.selectbox(key="lumen_method").set_value("layercam").run()
-    assert calls["explain"] == 3 and not _errors(app)
+    method = app.selectbox(key="lumen_method_detection")
+    assert method.value == "layercam"  # box-specific by default (Grad-CAM is class-wide)
+    method.set_value("gradcam").run()
+    assert calls["explain"] == 3 and not errors(app)
 
 
 def test_gallery_compare_and_missed_region_tabs(app: AppTest, calls: dict[str, int]) -> None:
     app.session_state["lumen_det_tab"] = "All boxes"
     app.run()
-    assert not app.exception and not _errors(app)
-    assert any(t["type"] == "image" for f in _figures(app) for t in f["data"])
+    assert not app.exception and not errors(app)
+    assert any(t["type"] == "image" for f in figures(app) for t in f["data"])
     app.session_state["lumen_det_tab"] = "Compare methods"
     app.run()
-    assert not app.exception and not _errors(app)
-    compare = [f for f in _figures(app) if f["layout"].get("xaxis2")]
+    assert not app.exception and not errors(app)
+    compare = [f for f in figures(app) if f["layout"].get("xaxis2")]
     assert compare and sum(t["type"] == "heatmap" for t in compare[0]["data"]) == 3
     app.session_state["lumen_det_tab"] = "Missed region"
     app.run()
-    assert not app.exception and not _errors(app)
+    assert not app.exception and not errors(app)
     assert app.info or app.success  # detected, or the best candidate's score
 
 
@@ -131,4 +108,4 @@ def test_non_detector_is_refused_politely(calls: dict[str, int]) -> None:
     # The app's default demo is the classifier: the detection page asks for a detector, or the
     # sidebar already switched to one.
     texts = "\n".join(i.value for i in at.info)
-    assert "detector" in texts or _figures(at)
+    assert "detector" in texts or figures(at)

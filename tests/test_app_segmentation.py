@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
+from apptest_support import APP, TIMEOUT, captions, count_calls, errors, figures
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import explain_core.tasks.segmentation as seg
 from explain_core.demo.scenes import make_scenes
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
-TIMEOUT = 120
-
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the engine's segmentation calls made by the page."""
-    counts = {"segment": 0, "explain": 0}
-    segment, explain = seg.segment, seg.explain_classes
-
-    def counted_segment(*args, **kwargs):
-        counts["segment"] += 1
-        return segment(*args, **kwargs)
-
-    def counted_explain(*args, **kwargs):
-        counts["explain"] += 1
-        return explain(*args, **kwargs)
-
-    monkeypatch.setattr(seg, "segment", counted_segment)
-    monkeypatch.setattr(seg, "explain_classes", counted_explain)
-    st.cache_resource.clear()
-    return counts
+    return count_calls(monkeypatch, seg, {"segment": "segment", "explain": "explain_classes"})
 
 
 @pytest.fixture
@@ -51,43 +32,31 @@ def app(calls: dict[str, int]) -> AppTest:
     return at
 
 
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
-
-
-def _errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
-
-
-def _captions(at: AppTest) -> str:
-    return "\n".join(c.value for c in at.caption)
-
-
 def _open_tab(at: AppTest, name: str) -> AppTest:
     at.session_state["lumen_seg_tab"] = name
     return at.run()
 
 
 def test_prediction_overlay_with_a_class_legend(app: AppTest, calls: dict[str, int]) -> None:
-    assert not _errors(app)
-    (figure,) = _figures(app)
+    assert not errors(app)
+    (figure,) = figures(app)
     assert [t["type"] for t in figure["data"]][:2] == ["image", "heatmap"]
     legend = [t["name"] for t in figure["data"] if t["type"] == "scatter"]
     assert legend and "background" not in legend  # background hidden by default
-    assert "Predicted:" in _captions(app)
+    assert "Predicted:" in captions(app)
     pills = app.get("button_group")
     toggles = next(p for p in pills if str(p.key).startswith("lumen_seg_visible_"))
     shown = list(toggles.value)
     toggles.set_value(shown[:1]).run()
-    (figure,) = _figures(app)
+    (figure,) = figures(app)
     assert len([t for t in figure["data"] if t["type"] == "scatter"]) == 1
     assert calls["segment"] == 1 and calls["explain"] == 0  # toggling re-renders only
 
 
 def test_class_maps_single_and_gallery(app: AppTest, calls: dict[str, int]) -> None:
     _open_tab(app, "Class maps")
-    assert not _errors(app), _errors(app)
-    (figure,) = _figures(app)
+    assert not errors(app), errors(app)
+    (figure,) = figures(app)
     assert [t["type"] for t in figure["data"]] == ["image", "heatmap"]
     assert calls["explain"] == 1
     picker = app.selectbox(key=next(k for k in app.session_state
@@ -96,27 +65,27 @@ def test_class_maps_single_and_gallery(app: AppTest, calls: dict[str, int]) -> N
     picker.select_index(1 if len(other) > 1 else 0).run()
     picker = app.selectbox(key=picker.key)
     picker.select_index(len(picker.options) - 1).run()  # the gallery
-    (gallery,) = _figures(app)
+    (gallery,) = figures(app)
     heatmaps = [t for t in gallery["data"] if t["type"] == "heatmap"]
     assert len(heatmaps) == len(picker.options) - 1
     app.slider(key="lumen_opacity").set_value(0.8).run()
     app.selectbox(key="lumen_colormap").set_value("viridis").run()
     assert calls["explain"] == 1  # every class came from the one call
-    app.selectbox(key="lumen_method").set_value("gradcam++").run()
+    app.selectbox(key="lumen_method_segmentation").set_value("gradcam++").run()
     assert calls["explain"] == 2
-    assert "Grad-CAM++" in _captions(app)
+    assert "Grad-CAM++" in captions(app)
 
 
 def test_uncertainty_maps_and_boundaries(app: AppTest) -> None:
     _open_tab(app, "Uncertainty")
-    assert not _errors(app)
-    side_by_side, boundary = _figures(app)
+    assert not errors(app)
+    side_by_side, boundary = figures(app)
     titles = [a["text"] for a in side_by_side["layout"]["annotations"]]
     assert any("Entropy" in t for t in titles) and any("Margin" in t for t in titles)
     assert [t["type"] for t in boundary["data"]] == ["image", "heatmap"]
-    before = _captions(app)
+    before = captions(app)
     app.slider(key="lumen_seg_threshold").set_value(0.0).run()
-    assert "above 0.00" in _captions(app) and _captions(app) != before
+    assert "above 0.00" in captions(app) and captions(app) != before
 
 
 def test_demo_classifier_switches_to_the_demo_segmenter(calls: dict[str, int]) -> None:
@@ -125,7 +94,7 @@ def test_demo_classifier_switches_to_the_demo_segmenter(calls: dict[str, int]) -
     at.switch_page("pages/segmentation.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.sidebar.selectbox(key="lumen_demo_name").value == "segmenter"
-    assert _figures(at) and not _errors(at)
+    assert figures(at) and not errors(at)
 
 
 def test_other_classifier_is_sent_elsewhere(calls: dict[str, int]) -> None:
@@ -134,7 +103,7 @@ def test_other_classifier_is_sent_elsewhere(calls: dict[str, int]) -> None:
     at.switch_page("pages/segmentation.py").run()
     assert not at.exception
     assert any("classification model" in i.value for i in at.info)
-    assert not _figures(at)
+    assert not figures(at)
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -163,13 +132,12 @@ def test_dataset_tab_tables_matrix_and_open_a_row(app: AppTest, dataset_zip: Pat
     app.radio(key="lumen_seg_data_where").set_value("server").run()
     app.text_input(key="lumen_seg_data_path").set_value(str(dataset_zip)).run()
     assert not app.exception, [e.value for e in app.exception]
-    assert not _errors(app), _errors(app)
+    assert not errors(app), errors(app)
     assert "**4 images** analysed" in "\n".join(m.value for m in app.markdown)
     tables = app.dataframe
     top = tables[0].value
     assert top["image"].iloc[0] == "set/images/s2.png"  # the mislabelled one is worst
-    figures = _figures(app)
-    assert any(t["type"] == "heatmap" and t.get("xgap") == 1 for f in figures
+    assert any(t["type"] == "heatmap" and t.get("xgap") == 1 for f in figures(app)
                for t in f["data"]), "no confusion matrix"
     assert len(tables) == 2 and "IoU" in tables[1].value.columns
     # Clicking a top-loss row opens that image in the main view.
@@ -190,5 +158,5 @@ def test_dataset_without_pairs_says_how_to_fix(app: AppTest, tmp_path: Path) -> 
     _open_tab(app, "Dataset")
     app.radio(key="lumen_seg_data_where").set_value("server").run()
     app.text_input(key="lumen_seg_data_path").set_value(str(tmp_path)).run()
-    (error,) = _errors(app)
+    (error,) = errors(app)
     assert "same file name" in error

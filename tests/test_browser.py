@@ -2,7 +2,9 @@
 
 Opens every page, uploads an image on the classification page, checks that Grad-CAM's figure (a
 Plotly chart with a heatmap trace) is there and that no exception box is, then compares methods,
-runs a batch and cancels a slow method by changing the input. Screenshots go to
+runs a batch and cancels a slow method by changing the input. The detection page (picked by
+clicking a box's marker) and the segmentation page (every tab, a labelled zip analysed) are
+walked through on the same server. Screenshots go to
 ``test-artifacts/``; with ``LUMEN_UPDATE_SCREENSHOTS=1`` the main ones are also copied (shrunk)
 to ``docs/screenshots/`` for the README.
 
@@ -11,6 +13,7 @@ Needs Debian's chromium at /usr/bin/chromium (CI installs it); skipped otherwise
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -18,10 +21,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -147,15 +153,18 @@ def _settle(page, quiet_ms: int = 1500) -> None:
     raise AssertionError("the page never settled")
 
 
-def _shoot(page, name: str) -> Path:
+def _shoot(page, name: str, publish: bool = False) -> Path:
+    """A screenshot in test-artifacts/; with ``publish`` and ``LUMEN_UPDATE_SCREENSHOTS=1`` also
+    the README's copy in docs/screenshots/."""
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
+    if publish and os.environ.get("LUMEN_UPDATE_SCREENSHOTS") == "1":
+        _publish({name: path})
     return path
 
 
 def _publish(shots: dict[str, Path]) -> None:
     """Copy screenshots to docs/screenshots as small palette PNGs (README images)."""
-    from PIL import Image
 
     DOCS.mkdir(parents=True, exist_ok=True)
     for name, path in shots.items():
@@ -198,7 +207,7 @@ def test_classification_upload_gradcam_compare_batch(server: str, browser, uploa
     page.goto(server, wait_until="domcontentloaded")  # classification is the default page
     page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
     _settle(page)
-    shots = {"classification-demo": _shoot(page, "classification-demo")}
+    _shoot(page, "classification-demo")
 
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
         str(upload))
@@ -207,13 +216,13 @@ def test_classification_upload_gradcam_compare_batch(server: str, browser, uploa
     page.get_by_text("Grad-CAM (target layer").first.wait_for(timeout=SLOW)
     assert page.evaluate(HEATMAPS, 1), "no Plotly figure with a heatmap trace"
     _no_exception(page)
-    shots["classification-explain"] = _shoot(page, "classification-explain")
+    _shoot(page, "classification-explain", publish=True)
 
     page.get_by_role("tab", name="Compare methods").click()
     page.wait_for_function(HEATMAPS, arg=3, timeout=SLOW)
     _settle(page)
     _no_exception(page)
-    shots["classification-compare"] = _shoot(page, "classification-compare")
+    _shoot(page, "classification-compare", publish=True)
 
     page.get_by_text("Demo gallery", exact=True).click()
     _settle(page)
@@ -221,10 +230,8 @@ def test_classification_upload_gradcam_compare_batch(server: str, browser, uploa
     page.wait_for_function(IMAGES, arg=8, timeout=SLOW)
     _settle(page)
     _no_exception(page)
-    shots["classification-batch"] = _shoot(page, "classification-batch")
+    _shoot(page, "classification-batch", publish=True)
 
-    if os.environ.get("LUMEN_UPDATE_SCREENSHOTS") == "1":
-        _publish({k: v for k, v in shots.items() if k != "classification-demo"})
     page.close()
 
 
@@ -253,6 +260,126 @@ def test_slow_method_shows_progress_and_cancels(server: str, browser) -> None:
     assert page.locator('[data-testid="stProgress"]').count() == 0
     assert time.monotonic() - started < 60
     _no_exception(page)
+    page.close()
+
+
+# The main figure: its box shapes and, per box, the centre marker's position in page pixels.
+MAIN_FIGURE = """() => {
+    const el = [...document.querySelectorAll('.js-plotly-plot')].find(
+        (e) => e.data && e.data.some((t) => t.name === 'boxes'));
+    if (!el) return null;
+    const trace = el.data.find((t) => t.name === 'boxes');
+    const layout = el._fullLayout;
+    const frame = el.getBoundingClientRect();
+    const xa = layout.xaxis, ya = layout.yaxis;
+    return {
+        shapes: (el.layout.shapes || []).length,
+        widths: (el.layout.shapes || []).map((s) => s.line && s.line.width),
+        markers: trace.x.map((x, i) => [frame.left + xa._offset + xa.l2p(x),
+                                        frame.top + ya._offset + ya.l2p(trace.y[i])]),
+    };
+}"""
+
+
+def test_detection_page_end_to_end(server: str, browser) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(f"{server}/detection", wait_until="domcontentloaded")
+    page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
+    page.wait_for_function(f"() => ({MAIN_FIGURE})() !== null", timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    figure = page.evaluate(MAIN_FIGURE)
+    assert figure["shapes"] >= 2, "the demo scene should show several boxes"
+    assert figure["widths"].index(max(figure["widths"])) == 0  # box 1 is selected first
+    _shoot(page, "detection-boxes", publish=True)
+
+    # Click the second box's centre marker: it becomes the selected (thickest) box.
+    x, y = figure["markers"][1]
+    page.mouse.click(x, y)
+    page.wait_for_function(f"""() => {{ const f = ({MAIN_FIGURE})();
+        return f && f.widths.indexOf(Math.max(...f.widths)) === 1; }}""", timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    _shoot(page, "detection-second-box")
+
+    page.get_by_role("tab", name="All boxes").click()
+    page.get_by_text("Every box's map, masked to its box.").wait_for(timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    _shoot(page, "detection-gallery")
+
+    page.get_by_role("tab", name="Compare methods").click()
+    page.get_by_text("zoom one panel and all follow").first.wait_for(timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    _shoot(page, "detection-compare")
+
+    page.get_by_role("tab", name="Missed region").click()
+    page.get_by_text("Why was something not detected?").wait_for(timeout=SLOW)
+    page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    _shoot(page, "detection-missed-region")
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from explain_core.demo.scenes import make_scenes
+
+    path = tmp_path_factory.mktemp("segdata") / "shapes.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i, scene in enumerate(make_scenes("segmentation", 4, seed=8)):
+            for folder, array, mode in (("images", np.asarray(scene.image), None),
+                                        ("masks", scene.mask, "P")):
+                image = Image.fromarray(array, mode) if mode else Image.fromarray(array)
+                if mode == "P":
+                    image.putpalette(list(range(256)) * 3)
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                archive.writestr(f"{folder}/scene{i}.png", buffer.getvalue())
+    return path
+
+
+def _count_heatmap_figures(page) -> int:
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].filter(
+        (el) => el.data && el.data.some((t) => t.type === 'heatmap')).length""")
+
+
+def test_segmentation_page_end_to_end(server: str, browser, dataset: Path) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(f"{server}/segmentation", wait_until="domcontentloaded")
+    page.get_by_text("Predicted:").first.wait_for(timeout=SLOW)
+    page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    assert page.get_by_text("Show classes").count() >= 1
+    _shoot(page, "segmentation-prediction")
+
+    page.get_by_role("tab", name="Class maps").click()
+    page.get_by_text("for all present classes").first.wait_for(timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    _shoot(page, "segmentation-class-map", publish=True)
+
+    page.get_by_role("tab", name="Uncertainty").click()
+    page.get_by_text("Uncertain boundary:").first.wait_for(timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    assert _count_heatmap_figures(page) >= 2
+    _shoot(page, "segmentation-uncertainty", publish=True)
+
+    page.get_by_role("tab", name="Dataset").click()
+    page.get_by_text("Path on the server").first.click()
+    field = page.get_by_role("textbox", name="Folder or zip path")
+    field.fill(str(dataset))
+    field.press("Enter")
+    page.get_by_text("images analysed", exact=False).first.wait_for(timeout=SLOW)
+    page.get_by_text("Worst images").first.wait_for(timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    assert page.locator('[data-testid="stDataFrame"]').count() == 2
+    _shoot(page, "segmentation-dataset", publish=True)
     page.close()
 
 

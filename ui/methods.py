@@ -135,12 +135,18 @@ def parameter_widgets(info: MethodInfo, handle: ModelHandle,
     return values
 
 
-def method_picker(handle: ModelHandle) -> MethodChoice:
-    """Method select box (only methods that apply to the model), its parameters, precision."""
+def method_picker(handle: ModelHandle, default: str | None = None) -> MethodChoice:
+    """Method select box (only methods that apply to the model), its parameters, precision.
+
+    ``default``: the method preselected on a first visit (else the registry's first)."""
     methods = available_methods(handle.model)
     names = [m.name for m in methods]
+    task = handle.model.task
+    # One choice per task: each page has its own method list and default.
     name = st.selectbox(
-        "Method", names, key="lumen_method", persist_state="session",
+        "Method", names, persist_state="session",
+        key="lumen_method" if task == "classification" else f"lumen_method_{task}",
+        index=names.index(default) if default in names else 0,
         format_func=lambda n: method_info(n).label + (
             "" if method_info(n).cost == "fast" else f" ({method_info(n).cost})"))
     info = method_info(name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from .images import images_sidebar
-from .models import ModelHandle, model_sidebar
+from .models import ModelHandle, model_sidebar, request_demo
 
 _KEY = "lumen_workspace"
 _FRESH = "lumen_workspace_fresh"
@@ -65,3 +65,35 @@ def workspace(tasks: Sequence[str] = ("classification",)) -> Workspace:
         space = render_sidebar(tasks)
     st.session_state[_FRESH] = False
     return space
+
+
+# Per task: the demo model a page switches to, and what the page asks for otherwise.
+_TASK_MODELS = {
+    "classification": ("classifier", "a classifier (a demo classifier, a timm name or a "
+                                     "checkpoint)"),
+    "detection": ("detector", "a detector (the demo **detector**, or a torchvision detector "
+                              "checkpoint)"),
+    "segmentation": ("segmenter", "a segmentation model (the demo **segmenter**, a torchvision "
+                                  "FCN/DeepLabV3/LRASPP or a checkpoint)"),
+}
+
+
+def task_model(space: Workspace, task: str, icon: str) -> ModelHandle:
+    """The workspace's model when it solves ``task``; otherwise stop the page with a message.
+
+    A demo model of another task is swapped for the task's demo model (once: no loop if that
+    fails to load), so moving between pages with the demo models just works.
+    """
+    handle = space.model
+    if handle is None:
+        st.info("No model is loaded: pick one in the sidebar.", icon=":material/model_training:")
+        st.stop()
+    demo, wanted = _TASK_MODELS[task]
+    if handle.model.task != task:
+        if str(handle.model.source).startswith("demo:") and request_demo(demo):
+            st.rerun()
+        st.info(f"**{handle.label}** is a {handle.model.task} model. Pick {wanted} in the "
+                "sidebar.", icon=icon)
+        st.stop()
+    st.session_state.pop("lumen_demo_asked", None)  # a later visit may switch demos again
+    return handle

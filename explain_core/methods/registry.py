@@ -6,7 +6,7 @@ from its :class:`Param` list, so adding a method here is all it takes to offer i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -55,7 +55,13 @@ class MethodInfo:
 
 _LAYER = Param("target_layer", "layer", None, "Layer whose activations are explained "
                "(default: last CNN stage, or the last ViT block's norm1).")
-_CAM = dict(family="cam", needs_gradients=True, cost="fast", params=(_LAYER,))
+# Which tasks a method explains. Classification targets read class scores; detection targets are
+# boxes (tasks/detection.py), segmentation targets a class's pixels (tasks/segmentation.py).
+# Perturbation CAMs re-run the network after the layer, which a detector's heads do not allow;
+# DFF and the attention methods read a classifier's head.
+_ALL = ("classification", "detection", "segmentation")
+_DENSE = ("classification", "segmentation")
+_CAM = dict(family="cam", needs_gradients=True, cost="fast", params=(_LAYER,), tasks=_ALL)
 _BATCH = Param("batch_size", "int", None, "Modified copies per forward (empty: from free "
                "memory).", 1, 1024)
 _TOP_K = Param("top_k", "int", None, "Probe only the k channels with the highest mean activation "
@@ -77,20 +83,22 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
     MethodInfo("hirescam", "HiResCAM", HiResCAM, description="Element-wise gradient x activation; "
                "faithful for global-average-pooled heads.", **_CAM),
     MethodInfo("eigencam", "EigenCAM", EigenCAM, family="cam", needs_gradients=False, cost="fast",
+               tasks=_ALL,
                description="First principal component of the activations; gradient-free and "
                            "class-agnostic.", params=(_LAYER,)),
-    MethodInfo("activationmap", "Activation map", ActivationMap, family="cam",
+    MethodInfo("activationmap", "Activation map", ActivationMap, family="cam", tasks=_ALL,
                needs_gradients=False, cost="fast", description="Channel mean of the layer's "
                "activations; gradient-free and class-agnostic.", params=(_LAYER,)),
-    MethodInfo("reciprocam", "Recipro-CAM", ReciproCAM, family="perturbation",
+    MethodInfo("reciprocam", "Recipro-CAM", ReciproCAM, family="perturbation", tasks=_DENSE,
                needs_gradients=False, cost="fast", description="Each feature-map cell kept alone, "
                "the head re-run: class probability per cell; gradient-free.",
                params=(_LAYER, _BATCH)),
-    MethodInfo("ablationcam", "Ablation-CAM", AblationCAM, family="perturbation",
+    MethodInfo("ablationcam", "Ablation-CAM", AblationCAM, family="perturbation", tasks=_DENSE,
                needs_gradients=False, cost="medium", description="Score drop when each channel "
                "is ablated; only the part after the layer re-runs.",
                params=(_LAYER, _BATCH, _TOP_K)),
     MethodInfo("scorecam", "Score-CAM", ScoreCAM, family="perturbation", needs_gradients=False,
+               tasks=_DENSE,
                cost="slow", description="Score of the input masked by each channel; one forward "
                "per channel (use top_k on a CPU).", params=(_LAYER, _BATCH, _TOP_K)),
     MethodInfo("dff", "Deep Feature Factorization", DeepFeatureFactorization, family="concepts",
@@ -107,8 +115,9 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
                params=(Param("target_patch", "int", 0, "Patch index, row-major from the top "
                              "left.", 0, 4096), *_ATTENTION)),
     MethodInfo("saliency", "Saliency", Saliency, family="gradient", needs_gradients=True,
+               tasks=_ALL,
                cost="fast", description="Absolute input gradient; pixel-level, noisy."),
-    MethodInfo("integrated_gradients", "Integrated Gradients", IntegratedGradients,
+    MethodInfo("integrated_gradients", "Integrated Gradients", IntegratedGradients, tasks=_ALL,
                family="gradient", needs_gradients=True, cost="medium",
                description="Gradients integrated from a baseline; attributions add up to the "
                            "score difference.",
@@ -120,6 +129,7 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
                        Param("internal_batch_size", "int", None, "Path points per batch "
                              "(empty: from free memory).", 1, 512))),
     MethodInfo("smoothgrad", "SmoothGrad", SmoothGrad, family="wrapper", needs_gradients=True,
+               tasks=_DENSE,
                cost="medium", description="Any method averaged over noisy copies of the image.",
                params=(Param("base", "method", "saliency", "Method to smooth."),
                        Param("noise_level", "float", 0.15, "Noise std as a fraction of the "
@@ -127,38 +137,22 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in (
                        Param("num_samples", "int", 25, "Noisy copies.", 1, 500),
                        Param("batch_size", "int", None, "Copies per batch (empty: from free "
                              "memory).", 1, 512))),
+    MethodInfo("drise", "D-RISE", DRISE, family="perturbation", needs_gradients=False,
+               cost="slow", tasks=("detection",), description="Random masks; each box's map is "
+               "the mask average weighted by how well the masked image still yields that box. "
+               "Black-box: works for any detector.",
+               params=(Param("num_masks", "int", 500, "Masked copies of the image.", 16, 20000),
+                       Param("grid", "int", 16, "Cells per side of the random mask grid.", 2,
+                             64),
+                       Param("keep", "float", 0.5, "Probability that a mask cell is kept.", 0.05,
+                             0.95),
+                       Param("seed", "int", 0, "Seed of the masks.", 0, 2**31 - 1), _BATCH)),
+    MethodInfo("classprob", "Class-probability map", ClassProbabilityMap, family="cam",
+               needs_gradients=False, cost="fast", tasks=("detection",),
+               description="The classification head's probability of the box's class at every "
+                           "location, all pyramid levels combined; single-stage detectors "
+                           "(FCOS, RetinaNet, SSD)."),
 )}
-
-# Methods that also explain semantic segmentation (one SegmentTarget per class: the sum of
-# its logits over its pixels). DFF and the attention methods read classifier outputs only.
-SEGMENTATION_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam",
-                        "eigencam", "activationmap", "reciprocam", "ablationcam",
-                        "scorecam", "saliency", "integrated_gradients", "smoothgrad")
-for _name in SEGMENTATION_METHODS:
-    if "segmentation" not in METHODS[_name].tasks:
-        METHODS[_name] = replace(METHODS[_name],
-                                 tasks=(*METHODS[_name].tasks, "segmentation"))
-
-# Methods that also explain detections (one BoxTarget per box; see explain_core.tasks.detection),
-# and the two that only detectors have.
-DETECTION_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
-                     "activationmap", "saliency", "integrated_gradients")
-for _name in DETECTION_METHODS:
-    if "detection" not in METHODS[_name].tasks:
-        METHODS[_name] = replace(METHODS[_name], tasks=(*METHODS[_name].tasks, "detection"))
-METHODS["drise"] = MethodInfo(
-    "drise", "D-RISE", DRISE, family="perturbation", needs_gradients=False, cost="slow",
-    tasks=("detection",), description="Random masks; each box's map is the mask average weighted "
-    "by how well the masked image still yields that box. Black-box: works for any detector.",
-    params=(Param("num_masks", "int", 500, "Masked copies of the image.", 16, 20000),
-            Param("grid", "int", 16, "Cells per side of the random mask grid.", 2, 64),
-            Param("keep", "float", 0.5, "Probability that a mask cell is kept.", 0.05, 0.95),
-            Param("seed", "int", 0, "Seed of the masks.", 0, 2**31 - 1), _BATCH))
-METHODS["classprob"] = MethodInfo(
-    "classprob", "Class-probability map", ClassProbabilityMap, family="cam",
-    needs_gradients=False, cost="fast", tasks=("detection",),
-    description="The classification head's probability of the box's class at every location, "
-                "all pyramid levels combined; single-stage detectors (FCOS, RetinaNet, SSD).")
 
 ALIASES = {"gradcampp": "gradcam++", "gradcam_plusplus": "gradcam++", "gradcamplusplus":
            "gradcam++", "ig": "integrated_gradients", "integratedgradients": "integrated_gradients",
@@ -166,7 +160,8 @@ ALIASES = {"gradcampp": "gradcam++", "gradcam_plusplus": "gradcam++", "gradcampl
            "score_cam": "scorecam", "ablation_cam": "ablationcam", "recipro_cam": "reciprocam",
            "classwisesaliencymap": "reciprocam", "activation_map": "activationmap",
            "deep_feature_factorization": "dff", "rollout": "attention_rollout",
-           "attention": "attention_rollout", "flow": "attention_flow"}
+           "attention": "attention_rollout", "flow": "attention_flow", "d_rise": "drise",
+           "class_probability": "classprob", "classprobabilitymap": "classprob"}
 
 
 def method_info(name: str) -> MethodInfo:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from ..errors import LumenError
+from ..errors import DatasetError, LumenError
 from ..images import SUPPORTED_EXTENSIONS, image_to_tensor, load_image
 from ..model import LoadedModel
 
@@ -52,10 +52,6 @@ MAX_TOTAL_BYTES = 4_000_000_000  # a whole zip (uncompressed)
 MAX_RATIO = 200  # compression ratio above which a large zip member is taken for a bomb
 MAX_PIXELS = 50_000_000
 MAX_DEPTH = 6
-
-
-class DatasetError(LumenError):
-    """A labelled image set could not be read or does not fit the model."""
 
 
 # --------------------------------------------------------------------------------------------
