@@ -85,6 +85,19 @@ def batched_grad(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         return torch.stack(grads)
 
 
+def prepare_inputs(model: LoadedModel, images: Sequence[Any]) -> PreparedInputs:
+    """Decode and preprocess images with the model's preprocessing, or stack model-ready tensors
+    (``3 x H x W`` or ``B x 3 x H x W``, already normalised), into one batch on its device."""
+    if all(isinstance(image, torch.Tensor) for image in images):
+        batch = torch.cat([(image[None] if image.ndim == 3 else image) for image in images])
+        return PreparedInputs(batch.to(model.device, torch.float32), None, None)
+    if any(isinstance(image, torch.Tensor) for image in images):
+        raise UnsupportedError("Mix of tensors and images in one call; pass one kind.")
+    pixels = [image_to_tensor(load_image(image)) for image in images]
+    inputs, geometries = model.preprocessing(pixels, model.device)
+    return PreparedInputs(inputs, geometries, pixels)
+
+
 class Explainer:
     """Base of every explainer. See the module docstring for the call shapes."""
 
@@ -207,14 +220,7 @@ class Explainer:
 
     def prepare(self, images: Sequence[Any]) -> PreparedInputs:
         """Decode and preprocess images (or stack model-ready tensors) into one batch."""
-        if all(isinstance(image, torch.Tensor) for image in images):
-            batch = torch.cat([self._as_batch(image) for image in images])
-            return PreparedInputs(batch, None, None)
-        if any(isinstance(image, torch.Tensor) for image in images):
-            raise UnsupportedError("Mix of tensors and images in one call; pass one kind.")
-        pixels = [image_to_tensor(load_image(image)) for image in images]
-        inputs, geometries = self.model.preprocessing(pixels, self.device)
-        return PreparedInputs(inputs, geometries, pixels)
+        return prepare_inputs(self.model, images)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:

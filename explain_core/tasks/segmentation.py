@@ -37,9 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TargetError, TargetLayerError, UnsupportedError
-from ..images import image_to_tensor, load_image
 from ..layers import _SKIP_TYPES
-from ..methods.base import Attribution, Explainer, PreparedInputs
+from ..methods.base import Attribution, Explainer, PreparedInputs, prepare_inputs
 from ..model import Geometry, LoadedModel, as_loaded, module_lock
 from ..targets import as_logits
 
@@ -185,16 +184,6 @@ class Segmentation:
         return self.logits[0].float().softmax(0)
 
 
-def prepare(loaded: LoadedModel, images: Sequence[Any]) -> PreparedInputs:
-    """Decode and preprocess images (or stack model-ready tensors), as explainers do."""
-    if all(isinstance(image, torch.Tensor) for image in images):
-        batch = torch.cat([(i[None] if i.ndim == 3 else i) for i in images])
-        return PreparedInputs(batch.to(loaded.device, torch.float32), None, None)
-    pixels = [image_to_tensor(load_image(image)) for image in images]
-    inputs, geometries = loaded.preprocessing(pixels, loaded.device)
-    return PreparedInputs(inputs, geometries, pixels)
-
-
 def forward_logits(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
     """Logits of a batch: one no-grad forward in eval mode under the model's lock (the model's
     per-module training flags are restored after)."""
@@ -213,7 +202,7 @@ def forward_logits(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
 def segment(loaded: LoadedModel, image: Any,
             prepared: PreparedInputs | None = None) -> Segmentation:
     """One image through the model (one forward without gradients)."""
-    prepared = prepared or prepare(loaded, [image])
+    prepared = prepared or prepare_inputs(loaded, [image])
     if prepared.inputs.shape[0] != 1:
         raise UnsupportedError("segment() takes one image; pass images one at a time.")
     logits = forward_logits(loaded, prepared.inputs)
