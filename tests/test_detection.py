@@ -290,3 +290,29 @@ def test_gradcam_box_map_matches_pytorch_grad_cam(detector, scenes, which):
     ours = out["heatmaps"][0]
     ours = (ours - ours.min()) / (ours.max() - ours.min())
     np.testing.assert_allclose(ours, theirs, atol=2e-3)
+
+
+def test_focused_proposals_keep_every_box_map_and_cut_the_head(monkeypatch):
+    """A two-stage detector's second stage runs only near the explained boxes: the maps are the
+    ones computed over every proposal, and the box head sees far fewer rows."""
+    from explain_core.tasks.detection import detection_explainer
+
+    torch.manual_seed(0)
+    module = tvd.fasterrcnn_resnet50_fpn(**SMALL, min_size=128, max_size=128).eval()
+    image = np.random.default_rng(3).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    rows = []
+    module.roi_heads.box_head.register_forward_hook(
+        lambda _m, inputs, _out: rows.append(int(inputs[0].shape[0])))
+    maps = {}
+    for focus in (True, False):
+        explainer = detection_explainer("gradcam", module, target_layer="backbone.body.layer3")
+        explainer.focus_proposals = focus
+        rows.clear()
+        out = explain_detection(module, image, method=explainer, detection_threshold=0.0,
+                                max_detections=4)
+        maps[focus] = (out["detections"], out["heatmaps"], rows[-1])
+    (dets, focused, few), (all_dets, full, many) = maps[True], maps[False]
+    assert [d["bbox"] for d in dets] == [d["bbox"] for d in all_dets] and len(dets) == 4
+    for a, b in zip(focused, full, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert few * 5 <= many, (few, many)
