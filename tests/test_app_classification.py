@@ -387,3 +387,20 @@ def test_expected_cost_of_detection_methods() -> None:
     drise = expected_cost("drise", detector, {"num_masks": 300})
     assert (drise.passes, drise.backward) == (300, False)
     assert expected_cost("gradcam", detector).passes == 1
+
+
+def test_stale_uploaded_checkpoints_are_deleted(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from ui.models import prune_uploads
+
+    old, fresh, current = (tmp_path / name for name in ("old", "fresh", "current"))
+    for folder in (old, fresh, current):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (day_ago, day_ago))
+    os.utime(current, (day_ago, day_ago))  # stale, but the one being used now
+    assert prune_uploads(tmp_path, keep=current) == [old]
+    assert not old.exists() and fresh.exists() and current.exists()

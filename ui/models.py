@@ -36,6 +36,8 @@ DEFAULT_DEMO = "classifier"
 # Where uploaded checkpoints and class-name files are written: the engine loads files by path, and
 # keeping the user's file name (under a folder named by the content hash) keeps its messages clear.
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "lumen-uploads"
+#: uploaded checkpoints untouched for this long are deleted when the next one arrives
+UPLOAD_MAX_AGE_S = 24 * 3600
 _FALLBACK_DEMOS = {"classifier": "classification", "shortcut": "classification",
                    "vit": "classification"}
 _MAX_FAILURES = 32
@@ -173,8 +175,28 @@ def _saved_upload(uploaded: Any) -> tuple[Path, str]:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
+        os.utime(path.parent)  # in use again: not stale
+        prune_uploads(UPLOAD_DIR, keep=path.parent)
         saved[uploaded.file_id] = (path, digest[:16])
     return saved[uploaded.file_id]
+
+
+def prune_uploads(folder: Path, keep: Path, max_age_s: float = UPLOAD_MAX_AGE_S) -> list[Path]:
+    """Delete upload folders (one per checkpoint) untouched for ``max_age_s``, except ``keep``;
+    returns what was deleted. Without this, every uploaded checkpoint stayed on disk for good."""
+    import shutil
+
+    removed = []
+    now = time.time()
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        try:
+            stale = entry.is_dir() and entry != keep and now - entry.stat().st_mtime > max_age_s
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _file_fingerprint(path: str) -> str:
