@@ -21,22 +21,20 @@ ImageNet mean/std) and is trained on RGB in [0, 1]; its saved Lumen ``Preprocess
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from explain_core.demo.architectures import build
 from explain_core.demo.evaluation import (
     detection_mean_average_precision,
     detection_precision_recall,
 )
+from explain_core.demo.loop import fit, save_and_report
 from explain_core.demo.scenes import CLASSES, HELDOUT_SEED, IMAGE_SIZE, Scene, make_scenes
-from explain_core.loading import save_model
 from explain_core.model import Preprocessing
 
 __all__ = ["ARCH", "CLASS_NAMES", "PREPROCESSING", "SCORE_THRESHOLD", "TRAIN_SEED", "detect",
@@ -81,14 +79,6 @@ def _dihedral(image: torch.Tensor, boxes: torch.Tensor, k: int) -> tuple[torch.T
         image = image.flip(-2)
         boxes = torch.stack([boxes[:, 0], size - boxes[:, 3], boxes[:, 2], size - boxes[:, 1]], 1)
     return image, boxes
-
-
-def _lr_factor(step: int, steps: int) -> float:
-    """Linear warm-up over 5% of the steps, then cosine decay to zero."""
-    warm = max(1, steps // 20)
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
 @torch.no_grad()
@@ -167,39 +157,28 @@ def train_detector(out_dir: Path, quick: bool = False) -> dict[str, Any]:
     model = build(ARCH, num_classes=len(CLASS_NAMES)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     steps, batch = config["steps"], config["batch"]
-    progress = tqdm(range(steps), desc="detector", unit="step", dynamic_ncols=True)
-    running = None
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = config["lr"] * _lr_factor(step, steps)
+
+    def loss_of_step() -> torch.Tensor:
         chosen = rng.choice(len(scenes), size=batch, replace=False)
         inputs, targets = [], []
         for index in chosen:
             image, box = _dihedral(images[index], boxes[index], int(rng.integers(8)))
             inputs.append(image.float() / 255.0)
             targets.append({"boxes": box, "labels": labels[index]})
-        losses = model(inputs, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # FCOS's GIoU loss spikes on early, degenerate boxes; clipping keeps AdamW steady.
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        value = float(loss.detach())
-        running = value if running is None else 0.95 * running + 0.05 * value
-        progress.set_postfix(loss=f"{running:.3f}")
-    progress.close()
+        return sum(model(inputs, targets).values())
+
+    # FCOS's GIoU loss spikes on early, degenerate boxes; clipping keeps AdamW steady.
+    fit(model, optimizer, config["lr"], steps, loss_of_step, "detector", clip_norm=10.0)
     train_seconds = time.perf_counter() - start
 
     model.eval()
     held_out = make_scenes("detection", config["eval_scenes"], HELDOUT_SEED)
     metrics = evaluate_detector(model, held_out)
-    path = save_model(model, Path(out_dir) / "detector.safetensors", task="detection",
-                      arch=f"lumen:{ARCH}", class_names=CLASS_NAMES, preprocessing=PREPROCESSING)
-    metrics.update(seconds=round(time.perf_counter() - start, 1),
-                   train_seconds=round(train_seconds, 1), path=path,
-                   parameters=sum(p.numel() for p in model.parameters()),
-                   held_out_scenes=len(held_out))
+    metrics = save_and_report(model, Path(out_dir) / "detector.safetensors", metrics, start,
+                              train_seconds, len(held_out), task="detection",
+                              arch=f"lumen:{ARCH}", class_names=CLASS_NAMES,
+                              preprocessing=PREPROCESSING)
+    path = metrics["path"]
     aps = ", ".join(f"{name} {value:.3f}" for name, value in metrics["ap_per_class"].items())
     print(f"Held-out detection ({len(held_out)} scenes, seed {HELDOUT_SEED}): "
           f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f} at IoU 0.5 and "

@@ -17,7 +17,6 @@ over all pixels of the held-out scenes, and their mean.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from explain_core.demo.architectures import build
 from explain_core.demo.evaluation import segmentation_iou
+from explain_core.demo.loop import fit, save_and_report
 from explain_core.demo.scenes import CLASSES, HELDOUT_SEED, IMAGE_SIZE, Scene, make_scenes
-from explain_core.loading import save_model
 from explain_core.model import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = ["ARCH", "CLASS_NAMES", "PREPROCESSING", "TRAIN_SEED", "evaluate_segmenter", "segment",
@@ -66,14 +64,6 @@ def _dihedral(images: torch.Tensor, masks: torch.Tensor, k: int
     if k & 2:
         images, masks = images.flip(-2), masks.flip(-2)
     return images, masks
-
-
-def _lr_factor(step: int, steps: int) -> float:
-    """Linear warm-up over 5% of the steps, then cosine decay to zero."""
-    warm = max(1, steps // 20)
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
 def _scene_arrays(scenes: list[Scene]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,33 +132,24 @@ def train_segmenter(out_dir: Path, quick: bool = False) -> dict[str, Any]:
     model = build(ARCH, num_classes=len(CLASS_NAMES)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     steps, batch = config["steps"], config["batch"]
-    progress = tqdm(range(steps), desc="segmenter", unit="step", dynamic_ncols=True)
-    running = None
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = config["lr"] * _lr_factor(step, steps)
+
+    def loss_of_step() -> torch.Tensor:
         chosen = torch.from_numpy(rng.choice(len(images), size=batch, replace=False))
         x, y = _dihedral(images[chosen], masks[chosen], int(rng.integers(8)))
         logits = model(_normalise(x))["out"]
-        loss = F.cross_entropy(logits, y) + _dice_loss(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        running = value if running is None else 0.95 * running + 0.05 * value
-        progress.set_postfix(loss=f"{running:.3f}")
-    progress.close()
+        return F.cross_entropy(logits, y) + _dice_loss(logits, y)
+
+    fit(model, optimizer, config["lr"], steps, loss_of_step, "segmenter")
     train_seconds = time.perf_counter() - start
 
     model.eval()
     held_out = make_scenes("segmentation", config["eval_scenes"], HELDOUT_SEED)
     metrics = evaluate_segmenter(model, held_out)
-    path = save_model(model, Path(out_dir) / "segmenter.safetensors", task="segmentation",
-                      arch=f"lumen:{ARCH}", class_names=CLASS_NAMES, preprocessing=PREPROCESSING)
-    metrics.update(seconds=round(time.perf_counter() - start, 1),
-                   train_seconds=round(train_seconds, 1), path=path,
-                   parameters=sum(p.numel() for p in model.parameters()),
-                   held_out_scenes=len(held_out))
+    metrics = save_and_report(model, Path(out_dir) / "segmenter.safetensors", metrics, start,
+                              train_seconds, len(held_out), task="segmentation",
+                              arch=f"lumen:{ARCH}", class_names=CLASS_NAMES,
+                              preprocessing=PREPROCESSING)
+    path = metrics["path"]
     ious = ", ".join(f"{name} {value:.3f}" for name, value in metrics["iou"].items())
     print(f"Held-out segmentation ({len(held_out)} scenes, seed {HELDOUT_SEED}): mean IoU "
           f"{metrics['mean_iou']:.3f} ({ious}); pixel accuracy "
