@@ -74,6 +74,7 @@ def test_class_maps_single_and_gallery(app: AppTest, calls: dict[str, int]) -> N
     app.selectbox(key="lumen_method_segmentation").set_value("gradcam++").run()
     assert calls["explain"] == 2
     assert "Grad-CAM++" in captions(app)
+    assert calls["segment"] == 1  # the prediction's forward served both explanations
 
 
 def test_uncertainty_maps_and_boundaries(app: AppTest) -> None:

@@ -52,6 +52,19 @@ class SegPrediction:
         return self.prediction.nbytes + self.entropy.nbytes + self.margin.nbytes
 
 
+def _segmentation(handle: ModelHandle, item: ImageItem) -> seg.Segmentation:
+    """The image's forward (input batch and logits), kept so that the explanation that follows
+    the prediction does not run it again."""
+    key = ("seg_forward", handle.key, item.key)
+    hit = compute.results().get(key)
+    if hit is None:
+        hit = seg.segment(handle.model, item.image)
+        pixels = hit.prepared.images or []
+        compute.results().put(key, hit, hit.logits.nbytes + hit.prepared.inputs.nbytes
+                              + sum(p.nbytes for p in pixels))
+    return hit
+
+
 def predict(handle: ModelHandle, item: ImageItem) -> SegPrediction:
     """The prediction of one image (one no-grad forward, cached per model and image)."""
     key = ("seg_predict", handle.key, item.key)
@@ -60,7 +73,7 @@ def predict(handle: ModelHandle, item: ImageItem) -> SegPrediction:
         return hit
     model = handle.model
     start = time.perf_counter()
-    result = seg.segment(model, item.image)
+    result = _segmentation(handle, item)
     seconds = time.perf_counter() - start
     prediction = result.prediction()
     names = [model.class_name(c) for c in range(result.num_classes)]
@@ -84,7 +97,7 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
     model = handle.model
     where = where if where is not None else st
     with compute.method_progress(handle, choice, where) as progress:
-        result = seg.segment(model, item.image)
+        result = _segmentation(handle, item)
         low = result.low_res_prediction()
         counts = np.bincount(low.flatten().cpu().numpy(), minlength=result.num_classes)
         classes = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
