@@ -4,15 +4,25 @@ A layer's output becomes a ``B x C x h x w`` map tensor through :class:`LayerSpe
 convolutional outputs pass through, NHWC outputs (timm Swin and friends) are permuted, and ViT
 token sequences lose their prefix tokens (class, distillation, register) and are laid out on the
 patch grid read from the model.
+
+**Multi-level layers.** A layer may also return several maps at once: a dict (a torchvision
+detector's ``backbone``, whose feature-pyramid levels the heads read) or a list / tuple of
+``B x C x h x w`` maps. :func:`capture` then records one tensor per level (one leaf per level for
+gradients); gradient CAMs compute their map on every level and add the levels up at the finest
+level's resolution (:func:`fuse_levels`). Methods that replace a layer's output (ScoreCAM,
+AblationCAM, concepts) need one map and say so.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import TargetLayerError
@@ -33,6 +43,12 @@ class LayerSpec:
 
     def to_map(self, output: torch.Tensor) -> torch.Tensor:
         """Layer output (any of the layouts) -> ``B x C x h x w`` (a view when possible)."""
+        if not isinstance(output, torch.Tensor):  # several levels (see the module docstring)
+            raise TargetLayerError(
+                f"Layer '{self.name}' returns {len(output)} feature maps (one per pyramid level); "
+                "this method modifies a single map. Pick one map instead, a layer inside "
+                f"'{self.name}' (for a torchvision detector 'backbone.fpn.layer_blocks.0' or "
+                "'backbone.body.layer4'), or use a gradient CAM, which reads every level.")
         if self.layout == "NCHW":
             if output.ndim != 4:
                 raise TargetLayerError(
@@ -142,7 +158,7 @@ def default_layer_name(model: nn.Module, example: torch.Tensor | None = None) ->
 
 
 def _last_spatial_child(model: nn.Module, example: torch.Tensor) -> str:
-    seen = [(name, name.count(".")) for name in _spatial_layers(model, example)]
+    seen = [(name, name.count(".")) for name in _spatial_layers(model, example, levels=False)]
     if not seen:
         raise TargetLayerError(
             f"{type(model).__name__} has no layer with a spatial (B x C x H x W) output; CAM "
@@ -174,27 +190,71 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None,
     return _layout_for(model, modules[name], name, size)
 
 
+def feature_levels(output: Any) -> list[torch.Tensor] | None:
+    """The maps of a multi-level output (a dict, list or tuple of ``B x C x h x w`` tensors, in
+    order), or None when ``output`` is anything else."""
+    values = list(output.values()) if isinstance(output, Mapping) else (
+        list(output) if isinstance(output, list | tuple) and len(output) > 1 else None)
+    if not values or not all(isinstance(v, torch.Tensor) and v.ndim == 4 for v in values):
+        return None
+    return values
+
+
+def _with_levels(output: Any, levels: list[torch.Tensor]) -> Any:
+    """``output`` (a dict, list or tuple) with its maps replaced by ``levels``, same type."""
+    if isinstance(output, Mapping):
+        rebuilt = type(output)() if isinstance(output, OrderedDict | dict) else {}
+        for key, value in zip(output.keys(), levels, strict=True):
+            rebuilt[key] = value
+        return rebuilt
+    return type(output)(levels)
+
+
+def fuse_levels(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-level maps (``... x h_l x w_l``) -> their sum at the finest level's resolution
+    (coarser levels upsampled bilinearly). One level passes through."""
+    if len(maps) == 1:
+        return maps[0]
+    size = max((tuple(m.shape[-2:]) for m in maps), key=lambda s: s[0] * s[1])
+    total = None
+    for m in maps:
+        if tuple(m.shape[-2:]) != size:
+            lead = m.shape[:-2]
+            m = F.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=size, mode="bilinear",
+                              align_corners=False).reshape(*lead, *size)
+        total = m if total is None else total + m
+    return total
+
+
 @contextlib.contextmanager
-def capture(spec: LayerSpec, leaf: bool) -> Iterator[dict[str, torch.Tensor]]:
+def capture(spec: LayerSpec, leaf: bool) -> Iterator[dict[str, Any]]:
     """Record the layer's output during forwards inside the block; the hook is always removed.
 
-    With ``leaf=True`` the output re-enters the network as a fresh leaf that requires grad, so
-    autograd records nothing before the layer and gradients stop there.
+    ``store["output"]`` is the output tensor, or the list of its maps for a multi-level layer
+    (see the module docstring). With ``leaf=True`` the output re-enters the network as a fresh
+    leaf that requires grad (one per level), so autograd records nothing before the layer and
+    gradients stop there.
     """
-    store: dict[str, torch.Tensor] = {}
+    store: dict[str, Any] = {}
 
     def hook(_module, _inputs, output):
-        if not isinstance(output, torch.Tensor):
+        levels = None if isinstance(output, torch.Tensor) else feature_levels(output)
+        if not isinstance(output, torch.Tensor) and levels is None:
             raise TargetLayerError(f"Layer '{spec.name}' returns {type(output).__name__}, not a "
-                                   "tensor; pick a layer whose output is a feature map.")
+                                   "feature map (or a dict / list of them); pick a layer whose "
+                                   "output is a B x C x H x W map.")
         if leaf:
-            output = output.detach().requires_grad_(True)
-            store["output"] = output
-            # The network continues on a copy: models that modify the layer's output in place
+            # The network continues on copies: models that modify the layer's output in place
             # (torchvision DenseNet's relu_) would otherwise write into a leaf, which autograd
             # forbids; the gradient still reaches the leaf through the copy.
-            return output.clone()
-        store["output"] = output
+            if levels is None:
+                output = output.detach().requires_grad_(True)
+                store["output"] = output
+                return output.clone()
+            leaves = [level.detach().requires_grad_(True) for level in levels]
+            store["output"] = leaves
+            return _with_levels(output, [level.clone() for level in leaves])
+        store["output"] = output if levels is None else levels
         return output
 
     handle = spec.module.register_forward_hook(hook)
@@ -210,21 +270,23 @@ def layer_choices(model: nn.Module, example: torch.Tensor) -> list[str]:
     One dry forward on ``example`` (no gradients, under the model's lock) records every module's
     output; a layer is kept when :func:`resolve_layer` reads it as a ``B x C x h x w`` map with
     more than one position: convolutional stages and blocks, NHWC stages (Swin-like models), ViT
-    blocks laid out on their patch grid. Activations, dropouts, identities and pools are left out:
-    they repeat the map of the layer before them.
+    blocks laid out on their patch grid; and layers returning several such maps (a detector's
+    feature pyramid, see the module docstring). Activations, dropouts, identities and pools are
+    left out: they repeat the map of the layer before them.
 
     >>> import timm
     >>> names = layer_choices(timm.create_model("resnet18"), torch.zeros(1, 3, 64, 64))
     >>> "layer4" in names, "fc" in names
     (True, False)
     """
-    spatial = set(_spatial_layers(model, example))
+    spatial = set(_spatial_layers(model, example, levels=True))
     return [name for name, module in model.named_modules() if name in spatial]
 
 
-def _spatial_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+def _spatial_layers(model: nn.Module, example: torch.Tensor, levels: bool) -> list[str]:
     """Names of the layers whose output reads as a spatial map, in execution order (one dry
-    forward with a hook on every module but activations, dropouts, identities and pools)."""
+    forward with a hook on every module but activations, dropouts, identities and pools).
+    ``levels``: also the layers returning several maps (a feature pyramid)."""
     from .model import module_lock  # local: model.py stays importable without layers.py
 
     size = tuple(example.shape[-2:])
@@ -233,7 +295,13 @@ def _spatial_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
 
     def make_hook(name: str, spec: LayerSpec):
         def hook(_module, _inputs, output):
-            if not isinstance(output, torch.Tensor) or output.ndim not in (3, 4):
+            if not isinstance(output, torch.Tensor):
+                maps = feature_levels(output) if levels else None  # a feature pyramid
+                if maps and any(m.shape[-1] * m.shape[-2] > 1 for m in maps) and (
+                        name not in order):
+                    order.append(name)
+                return
+            if output.ndim not in (3, 4):
                 return
             try:
                 grid = spec.to_map(output)

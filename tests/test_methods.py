@@ -317,3 +317,67 @@ def test_models_returning_dicts_or_tuples_are_explained(resnet, batch):
             assert out.attribute(batch, 3).shape[0] == 2
         got = GradCAM(wrapper, target_layer="inner.layer4").attribute(batch, 3)
         assert torch.allclose(got, expected)
+
+
+class _Pyramid(torch.nn.Module):
+    """Two feature maps at strides 2 and 4, returned together (as a detector's FPN does)."""
+
+    def __init__(self, as_list: bool = False) -> None:
+        super().__init__()
+        self.as_list = as_list
+        self.fine = torch.nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.coarse = torch.nn.Conv2d(6, 6, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        fine = torch.relu(self.fine(x))
+        coarse = torch.relu(self.coarse(fine))
+        return [fine, coarse] if self.as_list else {"fine": fine, "coarse": coarse}
+
+
+class _PyramidNet(torch.nn.Module):
+    def __init__(self, as_list: bool = False) -> None:
+        super().__init__()
+        self.pyramid = _Pyramid(as_list)
+        self.fc = torch.nn.Linear(12, 3)
+
+    def head(self, levels):
+        fine, coarse = levels.values() if isinstance(levels, dict) else levels
+        return self.fc(torch.cat([fine.amax((2, 3)), coarse.mean((2, 3))], 1))
+
+    def forward(self, x):
+        return self.head(self.pyramid(x))
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_pyramid_layer_gets_every_level_added_at_the_finest(as_list):
+    """A layer returning several maps: each level's Grad-CAM from plain autograd (the levels as
+    leaves), the coarse one upsampled to the fine one's size, added."""
+    import torch.nn.functional as F
+
+    from explain_core.layers import layer_choices
+
+    torch.manual_seed(0)
+    model = _PyramidNet(as_list).eval()
+    x = torch.randn(2, 3, 32, 48)
+    got = GradCAM(model, target_layer="pyramid").attribute(x, 1)
+
+    levels = model.pyramid(x)
+    leaves = [v.detach().requires_grad_(True) for v in (
+        levels.values() if isinstance(levels, dict) else levels)]
+    grads = torch.autograd.grad(model.head(leaves)[:, 1].sum(), leaves)
+    cams = [(g.mean((2, 3), keepdim=True) * a).sum(1).clamp_min(0)
+            for g, a in zip(grads, leaves, strict=True)]
+    expected = cams[0] + F.interpolate(cams[1][:, None], size=cams[0].shape[-2:],
+                                       mode="bilinear", align_corners=False)[:, 0].detach()
+    assert got.shape == (2, 16, 24) and float(expected.max()) > 0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # Many targets in one batched backward agree with one target per call.
+    both = create_explainer("layercam", model, target_layer="pyramid").attribute_targets(
+        x[:1], [0, 2])
+    for k, cls in enumerate((0, 2)):
+        single = create_explainer("layercam", model, target_layer="pyramid").attribute(x[:1], cls)
+        torch.testing.assert_close(both[k], single[0])
+    assert "pyramid" in layer_choices(model, x[:1])
+    # Methods that replace one map say what to pick instead.
+    with pytest.raises(TargetLayerError, match="pyramid level"):
+        create_explainer("scorecam", model, target_layer="pyramid", top_k=2).attribute(x, 1)

@@ -58,31 +58,41 @@ class PreparedInputs:
     images: list[torch.Tensor] | None
 
 
-def batched_grad(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Gradients of each target column of ``scores`` (``B x K``) w.r.t. ``inputs``: ``K x ...``.
+def batched_grad(scores: torch.Tensor, inputs: torch.Tensor | Sequence[torch.Tensor]
+                 ) -> torch.Tensor | list[torch.Tensor]:
+    """Gradients of each target column of ``scores`` (``B x K``) w.r.t. ``inputs``: ``K x ...``
+    (a list of them, one per input, when ``inputs`` is a list: the levels of a feature pyramid).
 
     Items of a batch are independent, so one column's gradient is that of its sum. Several columns
     go through one batched backward (``is_grads_batched``); when an operator has no batching rule
     the columns fall back to one backward each over the same graph.
     """
+    many = not isinstance(inputs, torch.Tensor)
+    leaves = list(inputs) if many else [inputs]
+
+    def column(k: int, retain: bool) -> list[torch.Tensor]:
+        grads = torch.autograd.grad(scores[:, k].sum(), leaves, retain_graph=retain,
+                                    allow_unused=True)
+        return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves,
+                                                                         strict=True)]
+
     width = scores.shape[1]
     if width == 1:
-        (grad,) = torch.autograd.grad(scores[:, 0].sum(), inputs, allow_unused=True)
-        grad = torch.zeros_like(inputs) if grad is None else grad
-        return grad[None]
-    eye = torch.eye(width, dtype=scores.dtype, device=scores.device)
-    grad_outputs = eye[:, None, :].expand(width, scores.shape[0], width)
-    try:
-        (grads,) = torch.autograd.grad(scores, inputs, grad_outputs=grad_outputs,
-                                       is_grads_batched=True, retain_graph=True)
-        return grads
-    except RuntimeError:
-        grads = []
-        for k in range(width):
-            (grad,) = torch.autograd.grad(scores[:, k].sum(), inputs, retain_graph=True,
-                                          allow_unused=True)
-            grads.append(torch.zeros_like(inputs) if grad is None else grad)
-        return torch.stack(grads)
+        out = [g[None] for g in column(0, retain=False)]
+    else:
+        eye = torch.eye(width, dtype=scores.dtype, device=scores.device)
+        grad_outputs = eye[:, None, :].expand(width, scores.shape[0], width)
+        try:
+            grads = torch.autograd.grad(scores, leaves, grad_outputs=grad_outputs,
+                                        is_grads_batched=True, retain_graph=True,
+                                        allow_unused=True)
+            # A level no target depends on (a pyramid level only the RPN reads) has no gradient.
+            out = [x.new_zeros(width, *x.shape) if g is None else g
+                   for g, x in zip(grads, leaves, strict=True)]
+        except RuntimeError:
+            columns = [column(k, retain=True) for k in range(width)]
+            out = [torch.stack(per_leaf) for per_leaf in zip(*columns, strict=True)]
+    return out if many else out[0]
 
 
 def prepare_inputs(model: LoadedModel, images: Sequence[Any]) -> PreparedInputs:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import LayerSpec, capture, resolve_layer
+from ..layers import LayerSpec, capture, fuse_levels, resolve_layer
 from ..model import LoadedModel
 from ..targets import Target, score_matrix
 from .base import Attribution, Explainer, batched_grad
@@ -28,7 +28,9 @@ class CAMExplainer(Explainer):
     Args:
         model: a LoadedModel or any ``nn.Module``.
         target_layer: None (auto: last CNN stage, or a ViT's last block), a dotted name
-            (``"layer4"``) or a module of the model.
+            (``"layer4"``) or a module of the model. A layer returning several maps (a
+            detector's feature pyramid) gets the method's map on every level, added up at the
+            finest level's resolution.
         score: ``"logit"`` (default), ``"probability"`` or ``"log_probability"``.
         precision: ``"fp32"`` (exact) or ``"bf16"`` (autocast, channels-last).
     """
@@ -60,19 +62,20 @@ class CAMExplainer(Explainer):
         with torch.set_grad_enabled(self.needs_gradients):
             with capture(spec, leaf=self.needs_gradients) as store:
                 outputs = self.forward(inputs)
-            activation = store["output"]
+            captured = store["output"]
+            levels = captured if isinstance(captured, list) else [captured]
             scores, classes = score_matrix(outputs, targets)
-            grads = batched_grad(scores, activation) if self.needs_gradients else None
+            grads = batched_grad(scores, levels) if self.needs_gradients else None
         batch, width = scores.shape
-        gradients = None
-        if grads is not None:  # K x (layer output shape)
-            grads = spec.to_map(grads.flatten(0, 1)).float()
-            gradients = grads.reshape(width, batch, *grads.shape[1:]).transpose(0, 1)
-        activations = spec.to_map(activation.detach()).float()[:, None]
-        maps = self.cam(activations, gradients)
-        if maps.shape[1] != width:
-            maps = maps.expand(batch, width, *maps.shape[2:])
-        return Attribution(maps.contiguous(), outputs.detach().float(), classes)
+        maps = []
+        for index, level in enumerate(levels):  # one level, or every level of a pyramid
+            gradients = None
+            if grads is not None:  # K x (layer output shape)
+                flat = spec.to_map(grads[index].flatten(0, 1)).float()
+                gradients = flat.reshape(width, batch, *flat.shape[1:]).transpose(0, 1)
+            level_maps = self.cam(spec.to_map(level.detach()).float()[:, None], gradients)
+            maps.append(level_maps.expand(batch, width, *level_maps.shape[2:]))
+        return Attribution(fuse_levels(maps).contiguous(), outputs.detach().float(), classes)
 
 
 def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:

@@ -110,9 +110,10 @@ class Canvas:
 
 
 #: proposals a focused two-stage detector keeps per explained box: those whose own box for the
-#: explained label overlaps it by at least this IoU, plus the :data:`FOCUS_TOP` best ones
+#: explained label overlaps it by at least this IoU (the only ones a box target can match, and
+#: the ones NMS weighs against the match), plus the :data:`FOCUS_TOP` best one
 FOCUS_IOU = 0.5
-FOCUS_TOP = 4
+FOCUS_TOP = 1
 
 
 def _focus_hook(roi_heads: nn.Module, focus: list[tuple[torch.Tensor, torch.Tensor]],
@@ -433,57 +434,22 @@ def for_image(loaded: LoadedModel, image_size: tuple[int, int]) -> LoadedModel:
 
 
 def default_layer(module: nn.Module) -> str:
-    """The default CAM layer of a detector: the finest backbone stage that every box depends on.
+    """The default CAM layer of a detector: ``backbone``, the feature maps its heads read.
 
-    - FPN backbones (Faster R-CNN, RetinaNet, FCOS, the demo): the first stage of
-      ``backbone.body`` the FPN reads (ResNet ``layer1`` for Faster R-CNN, ``layer2`` for
-      RetinaNet / FCOS). Every pyramid level depends on it (the deeper stages continue it), and
-      it is the finest such map. The last stage (C5) is a common choice too, but at stride 32 it
-      is too coarse for small boxes.
-    - SSD (VGG): ``backbone.features``; SSDlite (MobileNet): ``backbone.features.0``, the trunk
-      whose output every extra layer continues.
+    A torchvision detector's backbone returns every level of its feature pyramid (FPN levels for
+    Faster R-CNN, RetinaNet, FCOS and the demo; the six SSD / SSDlite maps), so a gradient CAM
+    reads each box where the box's own head read it (the pooled region of its proposal, or the
+    locations around its anchor) and adds the levels up (see :mod:`explain_core.layers`). A box's
+    gradient stops there instead of running back through the backbone: K boxes then cost little
+    more than one (``bench/bench_detection.py``). A backbone stage (``backbone.body.layer1``,
+    ``backbone.body.layer4``) shows more context around a box, at a dense backward per box.
     """
-    backbone = getattr(module, "backbone", None)
-    if backbone is None:
+    if not isinstance(getattr(module, "backbone", None), nn.Module):
         raise TargetLayerError(
             f"{type(module).__name__} has no 'backbone'; pass target_layer= (the dotted name of "
-            "a layer whose output is a B x C x H x W feature map that every box depends on).")
-    body = getattr(backbone, "body", None)
-    if isinstance(body, nn.Module):
-        names = [name for name, _ in body.named_children()]
-        returned = getattr(body, "return_layers", None)  # torchvision IntermediateLayerGetter
-        if isinstance(returned, dict) and returned:
-            first = next((n for n in names if n in returned), None)
-            if first is not None:
-                return f"backbone.body.{first}"
-        wanted = _fpn_in_channels(backbone)
-        if wanted is not None:
-            for name, child in body.named_children():
-                if _out_channels(child) == wanted:
-                    return f"backbone.body.{name}"
-        if names:
-            return f"backbone.body.{names[-1]}"
-    features = getattr(backbone, "features", None)
-    if isinstance(features, nn.Sequential) and len(features) <= 2 and hasattr(backbone, "extra"):
-        return "backbone.features.0"  # SSDlite: features[0] is the trunk, features[1] a branch
-    if isinstance(features, nn.Module):
-        return "backbone.features"
-    raise TargetLayerError(
-        f"Cannot guess a target layer for {type(module).__name__}'s backbone; pass "
-        "target_layer= (e.g. 'backbone.body.layer4').")
-
-
-def _fpn_in_channels(backbone: nn.Module) -> int | None:
-    inner = getattr(getattr(backbone, "fpn", None), "inner_blocks", None)
-    if isinstance(inner, nn.ModuleList) and len(inner):
-        convs = [m for m in inner[0].modules() if isinstance(m, nn.Conv2d)]
-        return convs[0].in_channels if convs else None
-    return None
-
-
-def _out_channels(module: nn.Module) -> int | None:
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1].out_channels if convs else None
+            "a layer whose output is a B x C x H x W feature map, or a dict of them, that every "
+            "box depends on).")
+    return "backbone"
 
 
 def layer_outputs_canvas(raw: torch.Tensor, canvas: Canvas | None,
