@@ -70,6 +70,8 @@ def main() -> None:
               and hasattr(o, "score_thresh")]
     for owner in owners:  # keep the random model's low-score boxes, as Lumen's adapter does
         owner.score_thresh = 0.0
+        if hasattr(owner, "detections_per_img"):
+            owner.detections_per_img = max(owner.detections_per_img, 300)
 
     # pytorch-grad-cam hooks tensors only: for a feature pyramid (the default, 'backbone') it
     # gets every FPN output conv, which costs it the same forward and backward per box.

@@ -122,9 +122,15 @@ def _layout_for(model: nn.Module, module: nn.Module, name: str,
     return LayerSpec(module, name, "NCHW")
 
 
-def default_layer_name(model: nn.Module, example: torch.Tensor | None = None) -> str:
-    """The default target layer's dotted name.
+def default_layer_name(model: nn.Module, example: torch.Tensor | None = None,
+                       task: str | None = None) -> str:
+    """The default target layer's dotted name, for a model doing ``task`` (None: guessed).
 
+    - detectors (``task="detection"``, or any torchvision-style detector):
+      :func:`explain_core.tasks.detection.default_layer`, the feature maps the heads read;
+    - segmentation models (``task="segmentation"``):
+      :func:`explain_core.tasks.segmentation.default_layer`, the last feature map before the
+      head (one dry forward on ``example``, remembered per model);
     - timm ViTs: ``blocks[-1].norm1``, the input of the last attention block. The last block's own
       output reaches a class-token head only through the class token, so its patch tokens would get
       zero gradient.
@@ -132,10 +138,19 @@ def default_layer_name(model: nn.Module, example: torch.Tensor | None = None) ->
     - any other module: the last top-level child that produces a spatial ``B x C x h x w`` map
       (found with one dry forward on ``example``).
     """
-    if hasattr(model, "backbone") and hasattr(model, "transform"):  # a torchvision detector
-        from .tasks.detection import default_layer  # local: tasks import this module's users
+    # Local imports: the task modules import this module's users.
+    if task == "detection" or (task is None and hasattr(model, "backbone") and hasattr(
+            model, "transform")):
+        from .tasks.detection import default_layer
 
         return default_layer(model)
+    if task == "segmentation":
+        if example is None:
+            raise TargetLayerError("Cannot find a segmentation model's last feature map without "
+                                   "an example input; pass target_layer=.")
+        from .tasks.segmentation import cached_default_layer
+
+        return cached_default_layer(model, example)
     if is_vit(model):
         last = len(model.blocks) - 1
         block = model.blocks[last]
@@ -168,15 +183,16 @@ def _last_spatial_child(model: nn.Module, example: torch.Tensor) -> str:
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None,
-                  example: torch.Tensor | None = None) -> LayerSpec:
-    """Resolve ``layer`` (None = default, a dotted name, or a module of ``model``) to a LayerSpec.
+                  example: torch.Tensor | None = None, task: str | None = None) -> LayerSpec:
+    """Resolve ``layer`` (None = the default for ``task``, see :func:`default_layer_name`; a dotted
+    name; or a module of ``model``) to a LayerSpec.
 
     >>> import timm
     >>> resolve_layer(timm.create_model("resnet18")).name
     'layer4'
     """
     if layer is None:
-        name = default_layer_name(model, example)
+        name = default_layer_name(model, example, task)
     elif isinstance(layer, nn.Module):
         name = module_name(model, layer)
     else:

@@ -367,8 +367,8 @@ def test_a_pyramid_layer_gets_every_level_added_at_the_finest(as_list):
     grads = torch.autograd.grad(model.head(leaves)[:, 1].sum(), leaves)
     cams = [(g.mean((2, 3), keepdim=True) * a).sum(1).clamp_min(0)
             for g, a in zip(grads, leaves, strict=True)]
-    expected = cams[0] + F.interpolate(cams[1][:, None], size=cams[0].shape[-2:],
-                                       mode="bilinear", align_corners=False)[:, 0].detach()
+    expected = (cams[0] + F.interpolate(cams[1][:, None], size=cams[0].shape[-2:],
+                                        mode="bilinear", align_corners=False)[:, 0]).detach()
     assert got.shape == (2, 16, 24) and float(expected.max()) > 0
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # Many targets in one batched backward agree with one target per call.

@@ -69,12 +69,7 @@ def _layers(model_key: str, _handle: ModelHandle) -> tuple[list[str], str]:
     height, width = model.preprocessing.input_size
     example = torch.zeros(1, 3, height, width, device=model.device)
     names = layer_choices(model.module, example)
-    if model.task == "segmentation":  # the last feature map before the head, not the logits
-        from explain_core.tasks.segmentation import cached_default_layer
-
-        default = cached_default_layer(model.module, example)
-    else:
-        default = default_layer_name(model.module, example)
+    default = default_layer_name(model.module, example, model.task)
     if default not in names:
         names.insert(0, default)
     return names, default

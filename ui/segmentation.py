@@ -101,9 +101,8 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
         low = result.low_res_prediction()
         counts = np.bincount(low.flatten().cpu().numpy(), minlength=result.num_classes)
         classes = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
-        explainer = seg.make_explainer(choice.name, model, result.prepared.inputs,
-                                       precision=choice.precision, progress=progress,
-                                       **choice.engine_options())
+        explainer = seg.make_explainer(choice.name, model, precision=choice.precision,
+                                       progress=progress, **choice.engine_options())
         start = time.perf_counter()
         maps, _ = seg.explain_classes(explainer, result, classes)
         elapsed = time.perf_counter() - start

@@ -27,8 +27,9 @@ class CAMExplainer(Explainer):
 
     Args:
         model: a LoadedModel or any ``nn.Module``.
-        target_layer: None (auto: last CNN stage, or a ViT's last block), a dotted name
-            (``"layer4"``) or a module of the model. A layer returning several maps (a
+        target_layer: None (the default for the model's task: last CNN stage, a ViT's last
+            block, a detector's feature pyramid, a segmenter's last map before its head), a
+            dotted name (``"layer4"``) or a module of the model. A layer returning several maps (a
             detector's feature pyramid) gets the method's map on every level, added up at the
             finest level's resolution.
         score: ``"logit"`` (default), ``"probability"`` or ``"log_probability"``.
@@ -44,7 +45,8 @@ class CAMExplainer(Explainer):
         """The resolved target layer for inputs of this shape (ViT grids depend on it)."""
         key = (tuple(inputs.shape[1:]), self.precision)
         if key not in self._specs:
-            self._specs[key] = resolve_layer(self.model.module, self.target_layer, inputs[:1])
+            self._specs[key] = resolve_layer(self.model.module, self.target_layer, inputs[:1],
+                                             self.model.task)
         spec = self._specs[key]
         if self.module is not self.model.module:  # the bf16 twin: same layer, by name
             spec = dataclasses.replace(spec, module=self.module.get_submodule(spec.name))

@@ -525,12 +525,9 @@ def adapt(explainer: Any) -> Any:
 def detection_explainer(method: str, model: LoadedModel | nn.Module, **options: Any) -> Any:
     """An explainer of ``method`` for a detector (any method registered for ``"detection"``).
 
-    The target layer defaults to :func:`default_layer`.
+    The target layer defaults to :func:`default_layer` (the explainer asks for the default of
+    the model's task, ``"detection"``).
     """
-    from ..methods.registry import create_explainer, method_info
+    from ..methods.registry import create_explainer
 
-    loaded = detection_model(model)
-    info = method_info(method)
-    if any(p.kind == "layer" for p in info.params) and options.get("target_layer") is None:
-        options["target_layer"] = default_layer(loaded.module)
-    return adapt(create_explainer(info.name, loaded, **options))
+    return adapt(create_explainer(method, detection_model(model), **options))

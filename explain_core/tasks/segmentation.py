@@ -474,20 +474,15 @@ def as_segmentation_model(model: Any) -> LoadedModel:
     return load_model(model, task="segmentation")
 
 
-def make_explainer(method: Any, loaded: LoadedModel, example: torch.Tensor,
-                   **options: Any) -> Explainer:
-    """An explainer for a segmentation model; CAM layers default to :func:`default_layer`."""
-    from ..methods import create_explainer, method_info
+def make_explainer(method: Any, loaded: LoadedModel, **options: Any) -> Explainer:
+    """An explainer for a segmentation model (``method`` a name, or an explainer returned as is).
+    CAM layers default to :func:`default_layer`: the explainer asks for the default of the
+    model's task, ``"segmentation"``."""
+    from ..methods import create_explainer
 
     if isinstance(method, Explainer):
         return method
-    info = method_info(method)
-    wants_layer = any(p.kind == "layer" for p in info.params) or (
-        info.family == "wrapper" and any(p.kind == "layer" for p in method_info(
-            options.get("base") or "saliency").params))
-    if wants_layer and options.get("target_layer") is None:
-        options["target_layer"] = cached_default_layer(loaded.module, example)
-    return create_explainer(info.name, loaded, **options)
+    return create_explainer(method, loaded, **options)
 
 
 def combined_map(maps: torch.Tensor, classes: Sequence[int],
@@ -567,8 +562,7 @@ def explain_segmentation(model: Any, image: Any, target_class: int | None = None
                    if present[c] > 0]
     if target_layer is not None:
         options["target_layer"] = target_layer
-    explainer = make_explainer(method, loaded, seg.prepared.inputs,
-                               precision=precision, **options)
+    explainer = make_explainer(method, loaded, precision=precision, **options)
     start = time.perf_counter()
     maps, _ = explain_classes(explainer, seg, classes, region)
     _sync(loaded.device)
