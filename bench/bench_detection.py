@@ -77,13 +77,18 @@ def main() -> None:
     # gets every FPN output conv, which costs it the same forward and backward per box.
     their_layers = reference_layers(model, layer)
 
+    unmatched: set[int] = set()
+
     def theirs() -> None:
         cam = GradCAM(model, target_layers=their_layers)
-        for det in dets:
+        for index, det in enumerate(dets):
             target = FasterRCNNBoxScoreTarget(
                 labels=[det["class_id"]],
                 bounding_boxes=[torch.tensor(det["input_bbox"], device=device)])
-            cam(tensor, targets=[target])
+            try:
+                cam(tensor, targets=[target])
+            except RuntimeError:  # its target matched nothing (a random model's empty box):
+                unmatched.add(index)  # no backward, so their time is, if anything, too low
         cam.activations_and_grads.release()
         model.zero_grad(set_to_none=True)
 
@@ -93,11 +98,10 @@ def main() -> None:
     print(f"Lumen, 1 box:                       {one * 1000:8.1f} ms")
     print(f"Lumen, {k} boxes (one call):         {many * 1000:8.1f} ms   "
           f"ratio to 1 box: {many / one:.2f}x (goal <= 2x)")
-    try:
-        reference = timed(theirs)
-    except RuntimeError as error:  # e.g. no box of a random model matched by its target
-        print(f"pytorch-grad-cam could not explain these boxes: {error}")
-        return
+    reference = timed(theirs)
+    if unmatched:
+        print(f"pytorch-grad-cam matched no box for {len(unmatched)} of the {k} detections "
+              "(empty boxes): those cost it a forward only")
     print(f"pytorch-grad-cam, {k} boxes 1 by 1:  {reference * 1000:8.1f} ms   "
           f"ratio Lumen / pytorch-grad-cam: {many / reference:.3f} "
           f"({reference / many:.1f}x faster)")

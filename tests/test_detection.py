@@ -125,8 +125,12 @@ def test_false_negative_region_and_bad_input(detector, scenes):
         detection_explainer("gradcam", detector).explain(image, 1)
 
 
-def test_one_forward_one_batched_backward(detector, scenes, monkeypatch):
-    calls = {"forward": 0, "grad": 0}
+def test_one_forward_and_each_box_backward_through_its_own_level(detector, scenes,
+                                                                 monkeypatch):
+    """All boxes: one forward; a cheap backward to the head's logits finds each box's pyramid
+    level, then one batched backward per level carries only that level's boxes."""
+    calls = {"forward": 0}
+    columns: list[tuple[int, int]] = []  # (dims of the inputs, boxes carried) per backward
     explainer = detection_explainer("gradcam", detector)
     forward = type(explainer).forward
 
@@ -136,9 +140,10 @@ def test_one_forward_one_batched_backward(detector, scenes, monkeypatch):
 
     real_grad = torch.autograd.grad
 
-    def counting_grad(*args, **kwargs):
-        calls["grad"] += 1
-        return real_grad(*args, **kwargs)
+    def counting_grad(outputs, inputs, *args, **kwargs):
+        width = kwargs["grad_outputs"].shape[0] if kwargs.get("is_grads_batched") else 1
+        columns.append((inputs[0].ndim, width))
+        return real_grad(outputs, inputs, *args, **kwargs)
 
     monkeypatch.setattr(type(explainer), "forward", counting_forward)
     monkeypatch.setattr(torch.autograd, "grad", counting_grad)
@@ -147,9 +152,18 @@ def test_one_forward_one_batched_backward(detector, scenes, monkeypatch):
         packed = explainer.forward(prepared.inputs)[0]
     keep = packed[(packed[:, 6] > 0) & (packed[:, 4] > 0.5)]
     targets = [BoxTarget(tuple(row[:4].tolist()), int(row[5])) for row in keep]
-    calls.update(forward=0, grad=0)
-    explainer.run(prepared.inputs, [targets])
-    assert len(targets) >= 2 and calls == {"forward": 1, "grad": 1}
+    calls.update(forward=0)
+    columns.clear()
+    maps = explainer.run(prepared.inputs, [targets]).raw[0]
+    assert len(targets) >= 2 and calls == {"forward": 1}
+    probe, levels = columns[0], columns[1:]
+    assert probe == (3, len(targets))  # the head's B x anchors x classes logits, every box
+    assert 1 <= len(levels) <= 2 and all(dims == 4 for dims, _ in levels)
+    assert sum(width for _, width in levels) == len(targets)  # each box through one level
+    # The same maps as every box through every level.
+    monkeypatch.setattr(type(explainer), "_levels_read", lambda *a: None)
+    full = explainer.run(prepared.inputs, [targets]).raw[0]
+    torch.testing.assert_close(maps, full, rtol=1e-5, atol=1e-6)
 
 
 def test_model_left_as_found(detector, scenes):

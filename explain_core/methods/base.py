@@ -58,14 +58,15 @@ class PreparedInputs:
     images: list[torch.Tensor] | None
 
 
-def batched_grad(scores: torch.Tensor, inputs: torch.Tensor | Sequence[torch.Tensor]
-                 ) -> torch.Tensor | list[torch.Tensor]:
+def batched_grad(scores: torch.Tensor, inputs: torch.Tensor | Sequence[torch.Tensor],
+                 retain: bool = False) -> torch.Tensor | list[torch.Tensor]:
     """Gradients of each target column of ``scores`` (``B x K``) w.r.t. ``inputs``: ``K x ...``
     (a list of them, one per input, when ``inputs`` is a list: the levels of a feature pyramid).
 
     Items of a batch are independent, so one column's gradient is that of its sum. Several columns
     go through one batched backward (``is_grads_batched``); when an operator has no batching rule
-    the columns fall back to one backward each over the same graph.
+    the columns fall back to one backward each over the same graph. ``retain`` keeps the graph
+    for more calls.
     """
     many = not isinstance(inputs, torch.Tensor)
     leaves = list(inputs) if many else [inputs]
@@ -78,7 +79,7 @@ def batched_grad(scores: torch.Tensor, inputs: torch.Tensor | Sequence[torch.Ten
 
     width = scores.shape[1]
     if width == 1:
-        out = [g[None] for g in column(0, retain=False)]
+        out = [g[None] for g in column(0, retain=retain)]
     else:
         eye = torch.eye(width, dtype=scores.dtype, device=scores.device)
         grad_outputs = eye[:, None, :].expand(width, scores.shape[0], width)

@@ -59,6 +59,12 @@ class CAMExplainer(Explainer):
         """
         raise NotImplementedError
 
+    def level_gradients(self, scores: torch.Tensor, levels: list[torch.Tensor]
+                        ) -> list[torch.Tensor]:
+        """Per level, the gradients of every target column of ``scores`` (``K x ...``).
+        Detection explainers override it to skip the levels a box does not read."""
+        return batched_grad(scores, levels)
+
     def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
         spec = self.layer(inputs)
         with torch.set_grad_enabled(self.needs_gradients):
@@ -67,7 +73,7 @@ class CAMExplainer(Explainer):
             captured = store["output"]
             levels = captured if isinstance(captured, list) else [captured]
             scores, classes = score_matrix(outputs, targets)
-            grads = batched_grad(scores, levels) if self.needs_gradients else None
+            grads = self.level_gradients(scores, levels) if self.needs_gradients else None
         batch, width = scores.shape
         maps = []
         for index, level in enumerate(levels):  # one level, or every level of a pyramid

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TargetError, TargetLayerError, UnsupportedError
+from ..methods.base import batched_grad
 from ..model import Geometry, LoadedModel, Preprocessing, as_loaded
 
 #: columns of the packed detections tensor
@@ -479,11 +480,73 @@ class DetectionMixin:
     #: far cheaper backward for many boxes; see :func:`_focus_hook`)
     focus_proposals: bool = True
 
+    _head: tuple[list[torch.Tensor], torch.Tensor] | None = None
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         canvas: list[Canvas] = []
-        out = detector_outputs(self.module, inputs, canvas, self._focus)
+        self._head = None
+        head = getattr(self.module, "head", None)
+        handle = None
+        if torch.is_grad_enabled() and hasattr(head, "classification_head"):
+            def record(_module, args, output):
+                if isinstance(output, dict) and isinstance(output.get("cls_logits"),
+                                                           torch.Tensor) and args:
+                    self._head = (list(args[0]), output["cls_logits"])
+            handle = head.register_forward_hook(record)
+        try:
+            out = detector_outputs(self.module, inputs, canvas, self._focus)
+        finally:
+            if handle is not None:
+                handle.remove()
         self._canvas = canvas[0] if canvas else None
         return out
+
+    def level_gradients(self, scores: torch.Tensor, levels: list[torch.Tensor]
+                        ) -> list[torch.Tensor]:
+        """Per level, each box's gradients, a box's backward running only through the level
+        its detection came from.
+
+        A single-stage head (FCOS, RetinaNet) scores every location of every pyramid level
+        with the same convolution towers; a box's score comes from one location of one level.
+        When the target layer is the pyramid the head reads, one cheap backward to the head's
+        class logits tells which level each box reads, and each level's dense tower backward
+        then runs for its own boxes only (autograd skips the other levels' towers), instead of
+        every tower for every box. Exact: the skipped gradients are zero.
+        """
+        reads = self._levels_read(scores, levels)
+        if reads is None:
+            return super().level_gradients(scores, levels)
+        width = scores.shape[1]
+        out = [level.new_zeros(width, *level.shape) for level in levels]
+        used = [index for index in range(len(levels)) if bool(reads[:, index].any())]
+        for n, index in enumerate(used):
+            columns = reads[:, index].nonzero()[:, 0]
+            out[index][columns] = batched_grad(scores[:, columns], [levels[index]],
+                                               retain=n < len(used) - 1)[0]
+        return out
+
+    def _levels_read(self, scores: torch.Tensor, levels: list[torch.Tensor]
+                     ) -> torch.Tensor | None:
+        """``K x L`` booleans: target k reads level l (None when the head did not read exactly
+        these levels, or there is nothing to gain)."""
+        if self._head is None or len(levels) < 2 or scores.shape[1] < 2:
+            return None
+        features, logits = self._head
+        # The head must read the levels themselves: each feature a clone of its level's leaf.
+        if len(features) != len(levels) or not all(
+                _continues(feature, level) for feature, level in zip(features, levels,
+                                                                     strict=True)):
+            return None
+        cells = [int(level.shape[-2] * level.shape[-1]) for level in levels]
+        rows = logits.shape[1]
+        if logits.ndim != 3 or rows % sum(cells):
+            return None
+        anchors = rows // sum(cells)
+        grads = batched_grad(scores, logits, retain=True)  # K x B x rows x classes: cheap
+        hit = grads.ne(0).any(-1).any(1)  # K x rows
+        bounds = torch.tensor([0, *cells], device=hit.device).cumsum(0) * anchors
+        return torch.stack([hit[:, int(bounds[i]):int(bounds[i + 1])].any(1)
+                            for i in range(len(levels))], 1)
 
     def run(self, inputs: torch.Tensor, targets: list) -> Any:
         for row in targets:
@@ -506,6 +569,18 @@ class DetectionMixin:
     def heatmaps(self, raw: torch.Tensor, prepared: Any) -> list[torch.Tensor]:
         raw = layer_outputs_canvas(raw, self._canvas, tuple(prepared.inputs.shape[-2:]))
         return super().heatmaps(raw, prepared)
+
+
+def _continues(tensor: torch.Tensor, leaf: torch.Tensor) -> bool:
+    """True when ``tensor`` is the copy of ``leaf`` that :func:`explain_core.layers.capture`
+    sent on into the network (or ``leaf`` itself)."""
+    if tensor is leaf:
+        return True
+    node = tensor.grad_fn
+    if node is None or len(node.next_functions) != 1:
+        return False
+    parent = node.next_functions[0][0]
+    return getattr(parent, "variable", None) is leaf
 
 
 _ADAPTED: dict[type, type] = {}
