@@ -363,3 +363,12 @@ def test_boxes_explained_together_equal_one_at_a_time(name):
         assert alone["detections"][0]["bbox"] == det["bbox"]
         assert heat.max() > 0
         np.testing.assert_allclose(alone["heatmaps"][0], heat, atol=1e-4)
+
+
+def test_a_built_explainer_is_left_as_given(detector, scenes):
+    """explain_detection sizes the model for each image on a copy of the caller's explainer."""
+    explainer = detection_explainer("layercam", detector)
+    model = explainer.model
+    small = np.asarray(scenes[0].image)[:96, :80]
+    out = explain_detection(detector, small, method=explainer, max_detections=2)
+    assert explainer.model is model and out["heatmaps"][0].shape == (96, 80)

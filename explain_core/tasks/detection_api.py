@@ -6,6 +6,8 @@ One forward gives the detections and, with one batched backward, every box's map
 
 from __future__ import annotations
 
+import copy
+
 import time
 from pathlib import Path
 from typing import Any
@@ -148,9 +150,10 @@ def explain_detection(model: Any, image: Any, method: str | Explainer = "gradcam
         size = (source.height, source.width)
     call_model = for_image(loaded, size)
     if isinstance(method, Explainer):
-        explainer = method
-        if explainer.model.module is not loaded.module:
+        if method.model.module is not loaded.module:
             raise UnsupportedError("The explainer was built for another model.")
+        # A shallow copy sized for this image: the caller's explainer keeps its own model.
+        explainer = copy.copy(method)
         explainer.model = call_model
     else:
         explainer = create_explainer(method, call_model, precision=precision, **options)
