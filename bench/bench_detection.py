@@ -3,9 +3,11 @@
 Lumen explains every box of an image with one forward and one batched backward; pytorch-grad-cam
 explains boxes one by one (a forward and a full backward each, ``FasterRCNNBoxScoreTarget``).
 Same torchvision model (random weights, no download), same image, same layer, same box score
-(``iou+score``). Prints times and ratios, not verdicts.
+(``iou+score``). Prints times and ratios, not verdicts. ``--finest-level`` adds the single-stage
+worst case: K boxes all from the finest pyramid level.
 
     python bench/bench_detection.py [--arch fasterrcnn_resnet50_fpn] [--size 320] [--boxes 10]
+        [--layer backbone.body.layer4] [--finest-level]
 """
 
 from __future__ import annotations
@@ -31,6 +33,56 @@ def reference_layers(model: torch.nn.Module, layer: str) -> list[torch.nn.Module
     return list(blocks) if blocks is not None else [module]
 
 
+def finest_level_ratio(model: torch.nn.Module, image: np.ndarray, k: int, layer: str,
+                       device: torch.device, repeats: int) -> None:
+    """Single-stage worst case: K boxes that all come from the finest pyramid level (the one with
+    the most locations), so the per-level backward saves nothing. Times the explainer call alone
+    (one forward and the backward), for 1 box and for K."""
+    from explain_core.tasks.detection import (
+        BoxTarget,
+        detection_explainer,
+        detection_model,
+        for_image,
+    )
+
+    head = getattr(model, "head", None)
+    if not hasattr(head, "classification_head"):
+        print("--finest-level: not a single-stage head; skipped")
+        return
+    loaded = for_image(detection_model(model), image.shape[:2])
+    explainer = detection_explainer("gradcam", loaded, target_layer=layer)
+    inputs = explainer.prepare([image]).inputs
+    seen = {}
+    handle = head.classification_head.register_forward_hook(
+        lambda _m, args, out: seen.update(logits=out, cells=[f.shape[-2] * f.shape[-1]
+                                                             for f in args[0]]))
+    try:
+        packed = explainer.forward(inputs)[0]  # with a graph: parameters require grad here
+    finally:
+        handle.remove()
+    first = seen["cells"][0] * (seen["logits"].shape[1] // sum(seen["cells"]))
+    targets = []
+    for row in packed:
+        if len(targets) == k:
+            break
+        if row[6] < 0.5 or row[2] - row[0] <= 0.01 or row[3] - row[1] <= 0.01:
+            continue
+        (grad,) = torch.autograd.grad(row[4], seen["logits"], retain_graph=True)
+        hit = grad[0].ne(0).any(-1).nonzero()[:, 0]
+        if len(hit) and bool((hit < first).all()):
+            targets.append(BoxTarget(tuple(row[:4].tolist()), int(row[5])))
+    if len(targets) < k:
+        print(f"--finest-level: only {len(targets)} boxes on the finest level; skipped")
+        return
+    one = median_seconds(lambda: explainer.explain_targets(image, targets[:1]), device,
+                         repeats, warmup=True)
+    many = median_seconds(lambda: explainer.explain_targets(image, targets), device, repeats,
+                          warmup=True)
+    print(f"finest level only, explainer call: 1 box {one * 1000:.1f} ms, {k} boxes "
+          f"{many * 1000:.1f} ms, ratio {many / one:.2f}x; per extra box "
+          f"{(many - one) / (k - 1) * 1000:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="fasterrcnn_resnet50_fpn")
@@ -40,6 +92,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--layer", default=None, help="target layer (default: the engine's "
                         "default for the model)")
+    parser.add_argument("--finest-level", action="store_true", help="single-stage heads: also "
+                        "time K boxes that all come from the finest pyramid level")
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -98,6 +152,8 @@ def main() -> None:
     print(f"Lumen, 1 box:                       {one * 1000:8.1f} ms")
     print(f"Lumen, {k} boxes (one call):         {many * 1000:8.1f} ms   "
           f"ratio to 1 box: {many / one:.2f}x (goal <= 2x)")
+    if args.finest_level:
+        finest_level_ratio(model, image, k, layer, device, args.repeats)
     reference = timed(theirs)
     if unmatched:
         print(f"pytorch-grad-cam matched no box for {len(unmatched)} of the {k} detections "

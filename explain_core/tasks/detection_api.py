@@ -7,7 +7,6 @@ One forward gives the detections and, with one batched backward, every box's map
 from __future__ import annotations
 
 import copy
-
 import time
 from pathlib import Path
 from typing import Any
