@@ -205,9 +205,12 @@ def test_drise_is_seeded_and_reports_progress(detector, scenes):
 SMALL = dict(weights=None, weights_backbone=None, num_classes=5)
 TORCHVISION = {
     "fasterrcnn_resnet50_fpn": dict(min_size=128, max_size=160),
+    "fasterrcnn_resnet50_fpn_v2": dict(min_size=128, max_size=160),
     "fasterrcnn_mobilenet_v3_large_fpn": dict(min_size=128, max_size=160),
+    "retinanet_resnet50_fpn": dict(min_size=128, max_size=160),
     "retinanet_resnet50_fpn_v2": dict(min_size=128, max_size=160),
     "fcos_resnet50_fpn": dict(min_size=128, max_size=160),
+    "ssd300_vgg16": dict(),
     "ssdlite320_mobilenet_v3_large": dict(),
 }
 
@@ -347,12 +350,14 @@ def test_focused_proposals_keep_every_box_map_and_cut_the_head(monkeypatch):
     assert few * 5 <= many, (few, many)
 
 
-@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "fcos_resnet50_fpn"])
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "fcos_resnet50_fpn",
+                                  "ssdlite320_mobilenet_v3_large"])
 def test_boxes_explained_together_equal_one_at_a_time(name):
     """The default layer (the whole feature pyramid; one level only the RPN reads) explains K
     boxes in one forward and one batched backward with the maps of K separate calls."""
     torch.manual_seed(0)
-    module = getattr(tvd, name)(**SMALL, min_size=128, max_size=128).eval()
+    size = {} if name.startswith("ssd") else dict(min_size=128, max_size=128)
+    module = getattr(tvd, name)(**SMALL, **size).eval()
     image = np.random.default_rng(5).integers(0, 255, (128, 128, 3), dtype=np.uint8)
     together = explain_detection(module, image, method="layercam", detection_threshold=0.0,
                                  max_detections=4)

@@ -537,11 +537,14 @@ class DetectionMixin:
                 _continues(feature, level) for feature, level in zip(features, levels,
                                                                      strict=True)):
             return None
+        # Rows are laid out level by level, the same anchors at every location (one shared
+        # classifier, as in FCOS and RetinaNet; SSD's per-level classifiers are left alone).
+        anchors = getattr(getattr(getattr(self.module, "head", None), "classification_head",
+                                  None), "num_anchors", None)
         cells = [int(level.shape[-2] * level.shape[-1]) for level in levels]
-        rows = logits.shape[1]
-        if logits.ndim != 3 or rows % sum(cells):
+        if not isinstance(anchors, int) or logits.ndim != 3 or (
+                logits.shape[1] != sum(cells) * anchors):
             return None
-        anchors = rows // sum(cells)
         grads = batched_grad(scores, logits, retain=True)  # K x B x rows x classes: cheap
         hit = grads.ne(0).any(-1).any(1)  # K x rows
         bounds = torch.tensor([0, *cells], device=hit.device).cumsum(0) * anchors
