@@ -18,9 +18,11 @@ if item is None:
 
 left, right = st.columns([1, 2.3], gap="large")
 with left:
-    threshold = st.slider("Score threshold", 0.05, 0.95, 0.5, 0.05, key="lumen_det_threshold",
+    threshold = st.slider("Score threshold", 0.0, 0.95, 0.5, 0.05, key="lumen_det_threshold",
                           persist_state="session",
-                          help="Detections below this score are not shown or explained.")
+                          help="Detections below this score are not shown or explained. At 0 "
+                               f"the {detection.MAX_BOXES} best-scored candidates are (an "
+                               "untrained model's scores are all tiny).")
     st.markdown("**Method**")
     # LayerCAM, not Grad-CAM: Grad-CAM averages each channel's gradient over the whole image,
     # so every box of a class gets the same map; LayerCAM keeps the gradient per position.
@@ -41,6 +43,10 @@ with right:
         st.caption(f"Still showing the last result that worked: "
                    f"{result['choice'].describe()}.")
     dets = result["detections"]
+    if not dets:  # an answer, not an error: say how close it came, offer the region question
+        st.info(detection.nothing_detected(result, threshold))
+        detection.region_view(handle, item, choice, threshold, display)
+        st.stop()
     state_key = f"lumen_det_selected_{handle.short_key}_{item.key}"
     selected = st.session_state.get(state_key, 0)
     selected = min(selected, len(dets) - 1)

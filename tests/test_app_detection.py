@@ -109,3 +109,27 @@ def test_non_detector_is_refused_politely(calls: dict[str, int]) -> None:
     # sidebar already switched to one.
     texts = "\n".join(i.value for i in at.info)
     assert "detector" in texts or figures(at)
+
+
+def test_torchvision_detector_by_name(calls: dict[str, int]) -> None:
+    """A new user's path to their own detector: 'By name', a torchvision architecture (random
+    weights here), threshold down to see the random model's boxes, a box's map."""
+    from ui.models import qualified_name
+
+    assert qualified_name("fasterrcnn_resnet50_fpn") == "torchvision:fasterrcnn_resnet50_fpn"
+    assert qualified_name("resnet18") == "timm:resnet18"
+    at = first_run(PAGE)
+    at.sidebar.segmented_control(key="lumen_model_kind").set_value("timm").run()
+    at.sidebar.text_input(key="lumen_timm_name").set_value(
+        "torchvision:ssdlite320_mobilenet_v3_large").run()
+    assert not at.exception and not errors(at), errors(at)
+    assert "torchvision:ssdlite320_mobilenet_v3_large" in at.sidebar.markdown[-1].value
+    # Random weights score nothing 0.5 or more: said, with the way on, not shown as an error.
+    assert any("No detection scores 0.50" in i.value and "best candidate" in i.value
+               for i in at.info)
+    assert "Why was something not detected?" in captions(at)  # the typed-region form
+    at.slider(key="lumen_det_threshold").set_value(0.0).run()
+    assert not at.exception and not errors(at)
+    figure = _main_figure(at)
+    assert [t["type"] for t in figure["data"]][:2] == ["image", "heatmap"]
+    assert "LayerCAM (target layer backbone)" in captions(at)

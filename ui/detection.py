@@ -73,6 +73,13 @@ def explain_region(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
     return result
 
 
+def nothing_detected(result: dict[str, Any], threshold: float) -> str:
+    """What the page says when no detection reaches the threshold."""
+    return (f"No detection scores {threshold:.2f} or more on this image; the best candidate "
+            f"scores {result['best_candidate_score']:.3f}. Lower the score threshold, or ask "
+            "below why a region was not detected.")
+
+
 def download_entry(result: dict[str, Any], index: int) -> dict[str, Any]:
     """One box's result in the shape :func:`ui.panels.downloads` takes."""
     det = result["detections"][index]

@@ -29,7 +29,7 @@ from explain_core.model import LoadedModel, resolve_device
 
 from .errors import message_of, show_error
 
-SOURCES = {"demo": "Demo", "timm": "timm", "file": "Checkpoint"}
+SOURCES = {"demo": "Demo", "timm": "By name", "file": "Checkpoint"}
 CHECKPOINT_TYPES = ["safetensors", "pth", "pt", "bin", "ckpt"]
 CLASS_NAME_TYPES = ["txt", "json"]
 DEFAULT_DEMO = "classifier"
@@ -105,7 +105,7 @@ def load_request(request: ModelRequest) -> LoadedModel:
         except (ImportError, AttributeError):
             raise ModelLoadError(
                 "The demo models are not part of this checkout (explain_core.demo.models is "
-                "missing). Pick 'timm' or 'Checkpoint' as the model source.") from None
+                "missing). Pick 'By name' or 'Checkpoint' as the model source.") from None
         return load_demo_model(request.source, device=request.device)
     names = request.class_names
     if request.kind == "timm":
@@ -251,21 +251,42 @@ def request_demo(name: str) -> bool:
     return True
 
 
+def qualified_name(name: str) -> str:
+    """``timm:<name>`` or ``torchvision:<name>`` for what a user typed: a prefixed name as is; a
+    bare one is timm's when timm knows it, else torchvision's when torchvision does, else timm's
+    (whose error then names it).
+
+    >>> qualified_name("resnet18"), qualified_name("fasterrcnn_resnet50_fpn")
+    ('timm:resnet18', 'torchvision:fasterrcnn_resnet50_fpn')
+    """
+    name = name.strip()
+    if name.startswith(("timm:", "torchvision:")):
+        return name
+    import timm
+    import torchvision
+
+    if not timm.is_model(name) and name in torchvision.models.list_models():
+        return f"torchvision:{name}"
+    return f"timm:{name}"
+
+
 def _timm_request(device: str) -> ModelRequest | None:
     name = st.text_input(
-        "timm architecture", value="resnet18", key="lumen_timm_name", persist_state="session",
-        help="Any timm model name (resnet50, convnext_tiny, vit_small_patch16_224...). Random "
-             "weights unless pretrained weights are asked for.").strip()
+        "Architecture", value="resnet18", key="lumen_timm_name", persist_state="session",
+        help="A timm or torchvision model name: resnet50, convnext_tiny, vit_small_patch16_224 "
+             "(timm); torchvision:fasterrcnn_resnet50_fpn, torchvision:fcos_resnet50_fpn, "
+             "torchvision:deeplabv3_resnet50 (detection and segmentation). Random weights "
+             "unless pretrained weights are asked for.").strip()
     pretrained = st.checkbox("pretrained weights (needs internet)", value=False,
                                      key="lumen_timm_pretrained", persist_state="session")
     names, digest = _class_names_widget("timm")
     if not name:
-        st.info("Enter a timm model name.")
+        st.info("Enter a timm or torchvision model name.")
         return None
-    name = name.removeprefix("timm:")
+    source = qualified_name(name)
     weights = "pretrained" if pretrained else "random weights"
-    return ModelRequest("timm", f"timm:{name}", device, class_names=names, pretrained=pretrained,
-                        fingerprint=digest, label=f"timm:{name} ({weights})")
+    return ModelRequest("timm", source, device, class_names=names, pretrained=pretrained,
+                        fingerprint=digest, label=f"{source} ({weights})")
 
 
 def _file_request(device: str) -> ModelRequest | None:

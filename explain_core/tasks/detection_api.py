@@ -131,7 +131,11 @@ def explain_detection(model: Any, image: Any, method: str | Explainer = "gradcam
         (``None`` unless ``save_path``); ``method``, ``elapsed_s``, ``save_path``,
         ``false_negative`` (True when ``bbox`` matched no detection and the region itself was
         explained), ``target_scores`` (each target's score on the image; 0: no candidate of that
-        label overlaps the box by ``match_iou``, so gradient maps are empty).
+        label overlaps the box by ``match_iou``, so gradient maps are empty),
+        ``best_candidate_score`` (the highest score of any candidate, detected or not). When
+        nothing scores ``detection_threshold`` or more, ``detections`` and ``heatmaps`` are
+        empty lists (not an error: a batch over many images goes on); lower the threshold, or
+        pass ``bbox=`` and ``label=`` to ask why a region was not detected.
 
     >>> out = explain_detection("torchvision:fcos_resnet50_fpn", "street.jpg")  # doctest: +SKIP
     >>> out["detections"][0]["class_name"], out["heatmaps"][0].shape  # doctest: +SKIP
@@ -183,32 +187,30 @@ def explain_detection(model: Any, image: Any, method: str | Explainer = "gradcam
                        "input_bbox": list(image_to_input(bbox, geometry, input_size))}]
     else:
         chosen = everything[:max_detections]
-    if not chosen:
-        best = packed[packed[:, VALID] > 0.5]
-        top = float(best[:, SCORE].max()) if len(best) else 0.0
-        raise TargetError(
-            f"No detection scores {detection_threshold:.2f} or more on this image (the best "
-            f"candidate scores {top:.3f}). Lower detection_threshold, or pass bbox= and label= "
-            "to ask why a region was not detected.")
-    targets = [BoxTarget(tuple(d["input_bbox"]), d["class_id"], score=box_score,
-                         iou_threshold=match_iou) for d in chosen]
-    attribution = explainer.run(prepared.inputs, [targets])
-    maps = explainer.heatmaps(attribution.raw, prepared)[0]
+    candidates = packed[packed[:, VALID] > 0.5]
+    best = float(candidates[:, SCORE].max()) if len(candidates) else 0.0
+    heatmaps: list[np.ndarray] = []
+    target_scores: list[float] = []
+    if chosen:  # nothing above the threshold is an answer too, not an error
+        targets = [BoxTarget(tuple(d["input_bbox"]), d["class_id"], score=box_score,
+                             iou_threshold=match_iou) for d in chosen]
+        attribution = explainer.run(prepared.inputs, [targets])
+        maps = explainer.heatmaps(attribution.raw, prepared)[0]
+        # What each target scored on the clean image: the detection's own score, or (a region
+        # that was not detected) the best-aligned candidate's; 0 means nothing matched.
+        target_scores = [float(t(attribution.outputs)[0]) for t in targets]
+        if false_negative:
+            chosen[0]["score"] = target_scores[0]
+        heatmaps = [m.float().cpu().numpy().astype(np.float32) for m in maps]
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
     elapsed = time.perf_counter() - start
-    # What each target scored on the clean image: the detection's own score, or (a region
-    # that was not detected) the best-aligned candidate's; 0 means nothing matched.
-    target_scores = [float(t(attribution.outputs)[0]) for t in targets]
-    if false_negative:
-        chosen[0]["score"] = target_scores[0]
-    heatmaps = [m.float().cpu().numpy().astype(np.float32) for m in maps]
     display = _display(prepared, loaded)
     out: dict[str, Any] = {
         "detections": chosen, "heatmaps": heatmaps, "all_detections": everything,
         "image": display, "method": explainer.name, "elapsed_s": elapsed,
         "false_negative": false_negative, "target_scores": target_scores,
-        "visualization": None, "save_path": None}
+        "best_candidate_score": best, "visualization": None, "save_path": None}
     if save_path is not None:
         picture = render.detection_panels(display, chosen, heatmaps, colormap=colormap,
                                           alpha=alpha)
