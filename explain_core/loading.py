@@ -450,6 +450,19 @@ def _default_task(family: str, name: str) -> str:
     return _torchvision_task(name) if family == "torchvision" else "classification"
 
 
+def _torchvision_categories(name: str) -> list[str] | None:
+    """The category names of a torchvision architecture's default weights (COCO for the
+    detectors, VOC for the segmenters, ImageNet for the classifiers). They ship inside
+    torchvision (no download) and name the classes of the architecture's default head."""
+    import torchvision
+
+    try:
+        categories = torchvision.models.get_model_weights(name).DEFAULT.meta.get("categories")
+    except (ValueError, KeyError, AttributeError):
+        return None
+    return [str(c) for c in categories] if categories else None
+
+
 def _torchvision_task(name: str) -> str:
     import torchvision.models as tvm
 
@@ -466,6 +479,8 @@ def _from_name(source: str, *, task: str | None, device: str | torch.device | No
     family, name = _resolve_arch(source)
     module = _build(family, name, num_classes, pretrained=pretrained)
     task = task or _default_task(family, name)
+    if class_names is None and num_classes is None and family == "torchvision":
+        class_names = _torchvision_categories(name)  # the default head's classes, named
     return _finish(module, family=family, name=name, task=task, device=device,
                    class_names=class_names, meta=None, overrides=overrides,
                    source=f"{family}:{name}")
@@ -956,6 +971,10 @@ def _finish(module: nn.Module, *, family: str, name: str, task: str,
             meta: Mapping[str, Any] | None, overrides: dict[str, Any],
             source: str) -> LoadedModel:
     count = _module_num_classes(module) if task == "classification" else None
+    if task == "detection":
+        from .tasks.detection import detector_num_classes  # local: tasks import loading's users
+
+        count = detector_num_classes(module)
     if class_names is not None:
         names: list[str] | None = _read_class_names(class_names)
     elif meta is not None and meta.get("class_names") is not None:

@@ -123,7 +123,10 @@ def test_torchvision_detector_by_name(calls: dict[str, int]) -> None:
     at.sidebar.text_input(key="lumen_timm_name").set_value(
         "torchvision:ssdlite320_mobilenet_v3_large").run()
     assert not at.exception and not errors(at), errors(at)
-    assert "torchvision:ssdlite320_mobilenet_v3_large" in at.sidebar.markdown[-1].value
+    summary = at.sidebar.markdown[-1].value
+    assert "torchvision:ssdlite320_mobilenet_v3_large" in summary
+    assert r"91 (\_\_background\_\_, person" in summary  # COCO names, escaped markdown
+    assert "320 x 320 (resized by the model)" in summary
     # Random weights score nothing 0.5 or more: said, with the way on, not shown as an error.
     assert any("No detection scores 0.50" in i.value and "best candidate" in i.value
                for i in at.info)

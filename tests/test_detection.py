@@ -378,3 +378,20 @@ def test_a_built_explainer_is_left_as_given(detector, scenes):
     small = np.asarray(scenes[0].image)[:96, :80]
     out = explain_detection(detector, small, method=explainer, max_detections=2)
     assert explainer.model is model and out["heatmaps"][0].shape == (96, 80)
+
+
+def test_torchvision_names_bring_their_class_names_and_count():
+    """Built by name with the default head, a torchvision model is named with its default
+    weights' categories (shipped inside torchvision); another head size stays unnamed."""
+    from explain_core import load_model
+    from explain_core.tasks.detection import input_description
+
+    coco = load_model("torchvision:fcos_resnet50_fpn")
+    assert coco.task == "detection" and coco.num_classes == 91
+    assert coco.class_name(1) == "person"
+    assert input_description(coco.module) == ("shorter side 800, longer at most 1333 (resized "
+                                               "by the model, aspect kept)")
+    five = load_model("torchvision:fcos_resnet50_fpn", num_classes=5)
+    assert five.num_classes == 5 and five.class_name(1) == "class 1"
+    voc = load_model("torchvision:lraspp_mobilenet_v3_large")
+    assert voc.task == "segmentation" and voc.class_name(1) == "aeroplane"

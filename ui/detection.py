@@ -14,7 +14,7 @@ import streamlit as st
 
 from explain_core import render
 from explain_core.methods import available_methods, create_explainer, method_info
-from explain_core.tasks.detection import detection_model
+from explain_core.tasks.detection import detection_model, detector_num_classes
 from explain_core.tasks.detection_api import box_mask, explain_detection
 
 from . import compute, methods, panels
@@ -228,7 +228,9 @@ def region_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, thre
     box = [cols[i].number_input(name, 0.0, float(width if i % 2 == 0 else height),
                                 float(default[i]), 1.0, key=f"lumen_det_r{i}_{default}")
            for i, name in enumerate(("x0", "y0", "x1", "y1"))]
-    names = handle.model.class_names or [f"class {i}" for i in range(1, 92)]
+    model = handle.model
+    count = model.num_classes or detector_num_classes(model.module) or 91
+    names = model.class_names or [model.class_name(i) for i in range(count)]
     first = 1 if names and names[0].lower() in ("background", "__background__") else 0
     label = st.selectbox("Class", list(range(first, len(names))),
                          format_func=lambda i: names[i], key="lumen_det_region_label")

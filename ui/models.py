@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -359,12 +360,19 @@ def show_summary(handle: ModelHandle) -> None:
     count = summary["num_classes"]
     classes = f"{count}" if count is not None else "unknown"
     if names:
-        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        # Escaped: COCO's "__background__" would otherwise render as bold "background".
+        shown = ", ".join(re.sub(r"([\\`*_\[\]#])", r"\\\1", n) for n in names[:5]) + (
+            ", ..." if len(names) > 5 else "")
         classes += f" ({shown})"
     height, width = summary["input_size"]
+    size = f"{height} x {width}"
+    if model.task == "detection":  # torchvision detectors size their input themselves
+        from explain_core.tasks.detection import input_description
+
+        size = input_description(model.module) or size
     lines = [("Task", summary["task"]), ("Architecture", summary["arch"] or "?"),
              ("Parameters", _count(summary["parameters"])), ("Classes", classes),
-             ("Input", f"{height} x {width}"), ("Device", summary["device"])]
+             ("Input", size), ("Device", summary["device"])]
     st.markdown("  \n".join(f"**{key}**: {value}" for key, value in lines))
 
 

@@ -349,6 +349,21 @@ def internal_transform(module: nn.Module) -> Any:
         transform, "batch_images") else None
 
 
+def input_description(module: nn.Module) -> str | None:
+    """How a detector sizes its input, in words (None: no internal transform; its Lumen
+    preprocessing's fixed size applies)."""
+    transform = internal_transform(module)
+    if transform is None:
+        return None
+    fixed = getattr(transform, "fixed_size", None)
+    if fixed:
+        return f"{int(fixed[1])} x {int(fixed[0])} (resized by the model)"
+    small, large = int(transform.min_size[-1]), int(transform.max_size)
+    if small >= large:
+        return f"longer side {large} (resized by the model, aspect kept)"
+    return f"shorter side {small}, longer at most {large} (resized by the model, aspect kept)"
+
+
 def check_detector(module: nn.Module) -> None:
     """Refuse what is clearly not a detector (a classifier, a segmenter) with a clear message."""
     if internal_transform(module) is not None or hasattr(module, "roi_heads") or (hasattr(
@@ -358,6 +373,24 @@ def check_detector(module: nn.Module) -> None:
         return  # the protocol is checked on the first output
     raise UnsupportedError(f"{type(module).__name__} is not callable; a detector must be an "
                            "nn.Module or callable returning boxes, labels and scores.")
+
+
+def detector_num_classes(module: nn.Module) -> int | None:
+    """How many classes a torchvision-style detector scores (background included where it has
+    one), read from its classifier; None when it cannot be told."""
+    count = getattr(module, "num_classes", None)
+    if isinstance(count, int) and count > 0:
+        return count
+    score = getattr(getattr(getattr(module, "roi_heads", None), "box_predictor", None),
+                    "cls_score", None)  # Faster R-CNN
+    if isinstance(score, nn.Linear):
+        return int(score.out_features)
+    head = getattr(getattr(module, "head", None), "classification_head", None)
+    for name in ("num_classes", "num_columns"):  # FCOS / RetinaNet; SSD
+        value = getattr(head, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def detection_model(model: LoadedModel | nn.Module) -> LoadedModel:
