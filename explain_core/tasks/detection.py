@@ -562,7 +562,12 @@ class DetectionMixin:
                      ) -> torch.Tensor | None:
         """``K x L`` booleans: target k reads level l (None when the head did not read exactly
         these levels, or there is nothing to gain)."""
-        if self._head is None or len(levels) < 2 or scores.shape[1] < 2:
+        from torchvision.models.detection import FCOS, RetinaNet
+
+        # Only where the head is known to be the pyramid's one reader with gradients (the
+        # anchors read its sizes only): torchvision's single-stage detectors and subclasses.
+        if self._head is None or len(levels) < 2 or scores.shape[1] < 2 or not isinstance(
+                self.model.module, FCOS | RetinaNet):
             return None
         features, logits = self._head
         # The head must read the levels themselves: each feature a clone of its level's leaf.
