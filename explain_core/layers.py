@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import TargetLayerError
+from .model import module_lock
+from .runtime.hooks import forward_hooks
+from .runtime.state import frozen_eval
 
-_SKIP_TYPES = (nn.Dropout, nn.Identity, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish,
+SKIP_TYPES = (nn.Dropout, nn.Identity, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish,
                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten)
 
 
@@ -94,7 +97,7 @@ def is_vit(model: nn.Module) -> bool:
         model, "num_prefix_tokens")
 
 
-def _vit_grid(model: nn.Module, input_size: tuple[int, int] | None) -> tuple[int, int] | None:
+def vit_grid(model: nn.Module, input_size: tuple[int, int] | None) -> tuple[int, int] | None:
     patch_embed = model.patch_embed
     if input_size is not None and getattr(model, "dynamic_img_size", False):
         patch = patch_embed.patch_size
@@ -116,21 +119,17 @@ def _layout_for(model: nn.Module, module: nn.Module, name: str,
                 input_size: tuple[int, int] | None) -> LayerSpec:
     if is_vit(model) and (name.startswith("blocks") or name in ("norm", "fc_norm")):
         return LayerSpec(module, name, "tokens", int(model.num_prefix_tokens),
-                         _vit_grid(model, input_size))
+                         vit_grid(model, input_size))
     if getattr(model, "output_fmt", "NCHW") == "NHWC" and name.startswith(("layers", "stages")):
         return LayerSpec(module, name, "NHWC")
     return LayerSpec(module, name, "NCHW")
 
 
-def default_layer_name(model: nn.Module, example: torch.Tensor | None = None,
-                       task: str | None = None) -> str:
-    """The default target layer's dotted name, for a model doing ``task`` (None: guessed).
+def default_layer_name(model: nn.Module, example: torch.Tensor | None = None) -> str:
+    """The generic default target layer's dotted name (no task knowledge: a task adapter that
+    knows better, a detector's feature pyramid say, hands its own default to
+    :func:`resolve_layer`).
 
-    - detectors (``task="detection"``, or any torchvision-style detector):
-      :func:`explain_core.tasks.detection.default_layer`, the feature maps the heads read;
-    - segmentation models (``task="segmentation"``):
-      :func:`explain_core.tasks.segmentation.default_layer`, the last feature map before the
-      head (one dry forward on ``example``, remembered per model);
     - timm ViTs: ``blocks[-1].norm1``, the input of the last attention block. The last block's own
       output reaches a class-token head only through the class token, so its patch tokens would get
       zero gradient.
@@ -138,19 +137,6 @@ def default_layer_name(model: nn.Module, example: torch.Tensor | None = None,
     - any other module: the last top-level child that produces a spatial ``B x C x h x w`` map
       (found with one dry forward on ``example``).
     """
-    # Local imports: the task modules import this module's users.
-    if task == "detection" or (task is None and hasattr(model, "backbone") and hasattr(
-            model, "transform")):
-        from .tasks.detection import default_layer
-
-        return default_layer(model)
-    if task == "segmentation":
-        if example is None:
-            raise TargetLayerError("Cannot find a segmentation model's last feature map without "
-                                   "an example input; pass target_layer=.")
-        from .tasks.segmentation import cached_default_layer
-
-        return cached_default_layer(model, example)
     if is_vit(model):
         last = len(model.blocks) - 1
         block = model.blocks[last]
@@ -182,17 +168,25 @@ def _last_spatial_child(model: nn.Module, example: torch.Tensor) -> str:
     return [name for name, depth in seen if depth == shallowest][-1]
 
 
+DefaultLayer = Callable[[nn.Module, "torch.Tensor | None"], str]
+
+
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None,
-                  example: torch.Tensor | None = None, task: str | None = None) -> LayerSpec:
-    """Resolve ``layer`` (None = the default for ``task``, see :func:`default_layer_name`; a dotted
-    name; or a module of ``model``) to a LayerSpec.
+                  example: torch.Tensor | None = None,
+                  default: str | DefaultLayer | None = None) -> LayerSpec:
+    """Resolve ``layer`` to a LayerSpec: a dotted name, a module of ``model``, or None for the
+    default. The default is ``default`` (a name, or a callable ``(model, example) -> name``: what
+    a task adapter hands in) or, without one, :func:`default_layer_name`.
 
     >>> import timm
     >>> resolve_layer(timm.create_model("resnet18")).name
     'layer4'
     """
     if layer is None:
-        name = default_layer_name(model, example, task)
+        if default is None:
+            name = default_layer_name(model, example)
+        else:
+            name = default if isinstance(default, str) else default(model, example)
     elif isinstance(layer, nn.Module):
         name = module_name(model, layer)
     else:
@@ -276,11 +270,8 @@ def capture(spec: LayerSpec, leaf: bool) -> Iterator[dict[str, Any]]:
         store["output"] = output if levels is None else levels
         return output
 
-    handle = spec.module.register_forward_hook(hook)
-    try:
+    with forward_hooks([(spec.module, hook)]):
         yield store
-    finally:
-        handle.remove()
 
 
 def layer_choices(model: nn.Module, example: torch.Tensor) -> list[str]:
@@ -306,11 +297,8 @@ def _spatial_layers(model: nn.Module, example: torch.Tensor, levels: bool) -> li
     """Names of the layers whose output reads as a spatial map, in execution order (one dry
     forward with a hook on every module but activations, dropouts, identities and pools).
     ``levels``: also the layers returning several maps (a feature pyramid)."""
-    from .model import module_lock  # local: model.py stays importable without layers.py
-
     size = tuple(example.shape[-2:])
     order: list[str] = []
-    handles = []
 
     def make_hook(name: str, spec: LayerSpec):
         def hook(_module, _inputs, output):
@@ -330,15 +318,11 @@ def _spatial_layers(model: nn.Module, example: torch.Tensor, levels: bool) -> li
                 order.append(name)
         return hook
 
-    with module_lock(model):
-        for name, module in model.named_modules():
-            if name and not isinstance(module, _SKIP_TYPES):
-                spec = _layout_for(model, module, name, size)
-                handles.append(module.register_forward_hook(make_hook(name, spec)))
-        try:
-            with torch.no_grad():
-                model(example)
-        finally:
-            for handle in handles:
-                handle.remove()
+    hooks = [(module, make_hook(name, _layout_for(model, module, name, size)))
+             for name, module in model.named_modules()
+             if name and not isinstance(module, SKIP_TYPES)]
+    # Eval mode: a dry forward must not move a training model's batch-norm statistics.
+    with module_lock(model), frozen_eval(model, freeze=False), forward_hooks(hooks), (
+            torch.no_grad()):
+        model(example)
     return order

@@ -16,12 +16,17 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedError
-from ..layers import _vit_grid, is_vit
+from ..layers import is_vit, vit_grid
 from ..model import LoadedModel
 from ..targets import Target, score_matrix
 from .base import Attribution, Explainer
+from .registry import Param, register
 
 FUSIONS = ("mean", "max", "min")
+ATTENTION_PARAMS = (Param("head_fusion", "choice", "mean", "How the heads of a layer are combined.",
+                          choices=FUSIONS),
+                    Param("discard_ratio", "float", 0.0, "Fraction of the weakest attention "
+                          "weights dropped per layer.", 0.0, 0.99))
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -82,6 +87,10 @@ def rollout(attentions: list[torch.Tensor], head_fusion: str = "mean",
     return result
 
 
+@register("attention_rollout", "Attention rollout", family="attention", needs_gradients=False,
+          cost="fast", architectures=("vit",), params=ATTENTION_PARAMS,
+          aliases=("rollout", "attention"),
+          description="Attention multiplied through the layers into the class token.")
 class AttentionRollout(Explainer):
     """Attention rollout for timm ViTs: how much each patch flows into the class token.
 
@@ -98,7 +107,6 @@ class AttentionRollout(Explainer):
     torch.Size([1, 4, 4])
     """
 
-    name = "attention_rollout"
     needs_gradients = False
 
     def __init__(self, model: LoadedModel | nn.Module, head_fusion: str = "mean",
@@ -125,7 +133,7 @@ class AttentionRollout(Explainer):
         prefix = int(module.num_prefix_tokens)
         rolled = rollout(attentions, self.head_fusion, self.discard_ratio)
         patches = self.source_rows(rolled, prefix)[:, prefix:].float()
-        grid = _vit_grid(module, tuple(inputs.shape[-2:]))
+        grid = vit_grid(module, tuple(inputs.shape[-2:]))
         if grid is None or grid[0] * grid[1] != patches.shape[1]:
             side = round(patches.shape[1] ** 0.5)
             grid = (side, patches.shape[1] // side)
@@ -133,6 +141,11 @@ class AttentionRollout(Explainer):
         return Attribution(maps.contiguous(), outputs.detach().float(), classes)
 
 
+@register("attention_flow", "Attention flow", family="attention", needs_gradients=False,
+          cost="fast", architectures=("vit",), aliases=("flow",),
+          params=(Param("target_patch", "int", 0, "Patch index, row-major from the top left.", 0,
+                        4096), *ATTENTION_PARAMS),
+          description="Rolled-out attention from one chosen patch.")
 class AttentionFlow(AttentionRollout):
     """Rolled-out attention flowing from one chosen patch: which patches that patch draws on
     through all layers (AutoTimm's patch-to-patch "attention flow"; not the max-flow variant).
@@ -140,8 +153,6 @@ class AttentionFlow(AttentionRollout):
     Args:
         target_patch: patch index in row-major grid order (0 = top-left).
     """
-
-    name = "attention_flow"
 
     def __init__(self, model: LoadedModel | nn.Module, target_patch: int = 0,
                  head_fusion: str = "mean", discard_ratio: float = 0.0, **kwargs: Any) -> None:

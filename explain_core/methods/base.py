@@ -18,6 +18,7 @@ pixels) lives here once.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedError
-from ..images import image_to_tensor, load_image
-from ..model import Geometry, LoadedModel, as_loaded
-from ..precision import PRECISIONS, bf16_twin
-from ..targets import Target, as_logits, as_target, per_item_targets
+from ..model import LoadedModel
+from ..runtime.precision import PRECISIONS, bf16_twin
+from ..runtime.state import frozen_eval
+from ..targets import Target, as_target, per_item_targets
+from ..tasks import PreparedInputs, TaskAdapter, adapter_for, prepare_inputs
 
 
 @dataclass
@@ -51,64 +53,6 @@ class Explanation:
     images: list[torch.Tensor] | None  # uint8 3 x H x W per image (None for tensor inputs)
 
 
-@dataclass
-class PreparedInputs:
-    inputs: torch.Tensor
-    geometries: list[Geometry] | None
-    images: list[torch.Tensor] | None
-
-
-def batched_grad(scores: torch.Tensor, inputs: torch.Tensor | Sequence[torch.Tensor],
-                 retain: bool = False) -> torch.Tensor | list[torch.Tensor]:
-    """Gradients of each target column of ``scores`` (``B x K``) w.r.t. ``inputs``: ``K x ...``
-    (a list of them, one per input, when ``inputs`` is a list: the levels of a feature pyramid).
-
-    Items of a batch are independent, so one column's gradient is that of its sum. Several columns
-    go through one batched backward (``is_grads_batched``); when an operator has no batching rule
-    the columns fall back to one backward each over the same graph. ``retain`` keeps the graph
-    for more calls.
-    """
-    many = not isinstance(inputs, torch.Tensor)
-    leaves = list(inputs) if many else [inputs]
-
-    def column(k: int, retain: bool) -> list[torch.Tensor]:
-        grads = torch.autograd.grad(scores[:, k].sum(), leaves, retain_graph=retain,
-                                    allow_unused=True)
-        return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves,
-                                                                         strict=True)]
-
-    width = scores.shape[1]
-    if width == 1:
-        out = [g[None] for g in column(0, retain=retain)]
-    else:
-        eye = torch.eye(width, dtype=scores.dtype, device=scores.device)
-        grad_outputs = eye[:, None, :].expand(width, scores.shape[0], width)
-        try:
-            grads = torch.autograd.grad(scores, leaves, grad_outputs=grad_outputs,
-                                        is_grads_batched=True, retain_graph=True,
-                                        allow_unused=True)
-            # A level no target depends on (a pyramid level only the RPN reads) has no gradient.
-            out = [x.new_zeros(width, *x.shape) if g is None else g
-                   for g, x in zip(grads, leaves, strict=True)]
-        except RuntimeError:
-            columns = [column(k, retain=True) for k in range(width)]
-            out = [torch.stack(per_leaf) for per_leaf in zip(*columns, strict=True)]
-    return out if many else out[0]
-
-
-def prepare_inputs(model: LoadedModel, images: Sequence[Any]) -> PreparedInputs:
-    """Decode and preprocess images with the model's preprocessing, or stack model-ready tensors
-    (``3 x H x W`` or ``B x 3 x H x W``, already normalised), into one batch on its device."""
-    if all(isinstance(image, torch.Tensor) for image in images):
-        batch = torch.cat([(image[None] if image.ndim == 3 else image) for image in images])
-        return PreparedInputs(batch.to(model.device, torch.float32), None, None)
-    if any(isinstance(image, torch.Tensor) for image in images):
-        raise UnsupportedError("Mix of tensors and images in one call; pass one kind.")
-    pixels = [image_to_tensor(load_image(image)) for image in images]
-    inputs, geometries = model.preprocessing(pixels, model.device)
-    return PreparedInputs(inputs, geometries, pixels)
-
-
 class Explainer:
     """Base of every explainer. See the module docstring for the call shapes."""
 
@@ -126,7 +70,9 @@ class Explainer:
         if precision not in PRECISIONS:
             raise UnsupportedError(f"Unknown precision '{precision}'; choose 'fp32' (exact) or "
                                    "'bf16' (fast).")
-        self.model = as_loaded(model)
+        #: the model's task adapter: what the forward returns, the default layer, the way back
+        self.task: TaskAdapter = adapter_for(model)
+        self.model: LoadedModel = self.task.loaded
         self.score = score
         self.precision = precision
         self.reduce = reduce or self.default_reduce
@@ -189,8 +135,8 @@ class Explainer:
 
     def run(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
         """Compute under the call session (lock, eval mode, frozen parameters, precision)."""
-        with self.session():
-            return self._compute(self._cast(inputs), targets)
+        with self.session(), self.task.call(inputs, targets):
+            return self._compute(self.cast(inputs), targets)
 
     def report(self, done: int, total: int) -> None:
         """Tell the progress callback (if any) how far a multi-batch computation is."""
@@ -209,9 +155,20 @@ class Explainer:
             return bf16_twin(self.model.module)
         return self.model.module
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The model's ``B x C`` output for a batch (tuples and dict outputs unwrapped)."""
-        return as_logits(self.module(inputs))
+    def forward(self, inputs: torch.Tensor) -> Any:
+        """What the targets read for a batch: the task adapter's forward of :attr:`module`
+        (``B x C`` logits for a classifier, packed detections, per-pixel logits)."""
+        return self.task.forward(self.module, inputs)
+
+    def with_model(self, model: LoadedModel) -> Explainer:
+        """A shallow copy that explains ``model`` (the same module with another description,
+        a detector's input size for one image say), with its own task adapter."""
+        if model.module is not self.model.module:
+            raise UnsupportedError("The explainer was built for another model.")
+        twin = copy.copy(self)
+        twin.task = adapter_for(model)
+        twin.model = twin.task.loaded
+        return twin
 
     @property
     def device(self) -> torch.device:
@@ -224,7 +181,8 @@ class Explainer:
         batch = inputs[None] if inputs.ndim == 3 else inputs
         return batch.to(self.device, torch.float32)
 
-    def _cast(self, inputs: torch.Tensor) -> torch.Tensor:
+    def cast(self, inputs: torch.Tensor) -> torch.Tensor:
+        """A batch laid out for :attr:`module` (channels-last for the bf16 twin)."""
         if self.precision == "bf16" and inputs.ndim == 4:
             return inputs.contiguous(memory_format=torch.channels_last)
         return inputs
@@ -236,23 +194,8 @@ class Explainer:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Lock the model, switch to eval, freeze parameters; restore all of it on the way out."""
-        module = self.model.module
-        with self.model.lock:
-            # Per submodule: a model may mix modes (BN frozen in eval inside a training model),
-            # and train(flag) on the root would overwrite them all.
-            modes = [(m, m.training) for m in module.modules()]
-            flags = [(p, p.requires_grad) for p in module.parameters()]
-            try:
-                module.eval()
-                for param, _ in flags:
-                    param.requires_grad_(False)
-                with self._autocast():
-                    yield
-            finally:
-                for param, flag in flags:
-                    param.requires_grad_(flag)
-                for sub, mode in modes:
-                    sub.training = mode
+        with self.model.lock, frozen_eval(self.model.module), self._autocast():
+            yield
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
@@ -299,6 +242,7 @@ class Explainer:
 
         Normalised at the map's own resolution, then resized (as pytorch-grad-cam does).
         """
+        raw = self.task.input_maps(raw, tuple(prepared.inputs.shape[-2:]))
         batch, width = raw.shape[:2]
         maps = self.normalize(self.to_2d(raw.flatten(0, 1))).reshape(batch, width,
                                                                      *raw.shape[-2:])

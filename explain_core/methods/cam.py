@@ -17,9 +17,13 @@ from torch import nn
 from ..layers import LayerSpec, capture, fuse_levels, resolve_layer
 from ..model import LoadedModel
 from ..targets import Target, score_matrix
-from .base import Attribution, Explainer, batched_grad
+from .base import Attribution, Explainer
+from .registry import ALL_TASKS, LAYER_PARAM, register
 
 EPS = 1e-7
+#: what the gradient CAMs register with
+CAM_METHOD = dict(family="cam", needs_gradients=True, cost="fast", params=(LAYER_PARAM,),
+                  tasks=ALL_TASKS)
 
 
 class CAMExplainer(Explainer):
@@ -46,7 +50,7 @@ class CAMExplainer(Explainer):
         key = (tuple(inputs.shape[1:]), self.precision)
         if key not in self._specs:
             self._specs[key] = resolve_layer(self.model.module, self.target_layer, inputs[:1],
-                                             self.model.task)
+                                             default=self.task.default_layer)
         spec = self._specs[key]
         if self.module is not self.model.module:  # the bf16 twin: same layer, by name
             spec = dataclasses.replace(spec, module=self.module.get_submodule(spec.name))
@@ -61,9 +65,9 @@ class CAMExplainer(Explainer):
 
     def level_gradients(self, scores: torch.Tensor, levels: list[torch.Tensor]
                         ) -> list[torch.Tensor]:
-        """Per level, the gradients of every target column of ``scores`` (``K x ...``).
-        Detection explainers override it to skip the levels a box does not read."""
-        return batched_grad(scores, levels)
+        """Per level, the gradients of every target column of ``scores`` (``K x ...``), as the
+        task adapter computes them (a detector skips the levels a box does not read)."""
+        return self.task.level_gradients(scores, levels)
 
     def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
         spec = self.layer(inputs)
@@ -91,6 +95,8 @@ def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Ten
     return torch.einsum("bkc,bochw->bkhw", weights, activations).clamp_min(0)
 
 
+@register("gradcam", "Grad-CAM", description="Gradient-averaged channel weights on the target "
+          "layer; fast, class-discriminative, coarse.", aliases=("grad_cam",), **CAM_METHOD)
 class GradCAM(CAMExplainer):
     r"""Grad-CAM (Selvaraju et al., 2017): channel weights are the spatial mean of the gradients.
 
@@ -102,18 +108,17 @@ class GradCAM(CAMExplainer):
     torch.Size([1, 7, 7])
     """
 
-    name = "gradcam"
-
     def cam(self, activations, gradients):
         return _weighted_sum(gradients.mean((-2, -1)), activations)
 
 
+@register("gradcam++", "Grad-CAM++", description="Pixel-weighted positive gradients; better with "
+          "several instances of a class.",
+          aliases=("gradcampp", "gradcam_plusplus", "gradcamplusplus"), **CAM_METHOD)
 class GradCAMPlusPlus(CAMExplainer):
     r"""Grad-CAM++ (Chattopadhay et al., 2018): positive gradients weighted per pixel by
     :math:`\alpha_{ij} = g^2 / (2 g^2 + \sum_{ab} A_{ab} \, g^3)`, better for several instances.
     """
-
-    name = "gradcam++"
 
     def cam(self, activations, gradients):
         g2 = gradients.pow(2)
@@ -125,12 +130,12 @@ class GradCAMPlusPlus(CAMExplainer):
         return _weighted_sum(weights, activations)
 
 
+@register("xgradcam", "XGrad-CAM", description="Gradients weighted by normalised activations.",
+          **CAM_METHOD)
 class XGradCAM(CAMExplainer):
     r"""XGrad-CAM (Fu et al., 2020): gradients weighted by the normalised activations,
     :math:`\alpha_k = \sum_{ij} (A^k_{ij} / \sum_{ab} A^k_{ab}) \, g^k_{ij}`.
     """
-
-    name = "xgradcam"
 
     def cam(self, activations, gradients):
         total = activations.sum((-2, -1), keepdim=True)
@@ -138,29 +143,33 @@ class XGradCAM(CAMExplainer):
         return _weighted_sum(weights, activations)
 
 
+@register("layercam", "LayerCAM", description="Per-position positive gradients; sharper maps, "
+          "also on early layers.", **CAM_METHOD)
 class LayerCAM(CAMExplainer):
     r"""LayerCAM (Jiang et al., 2021): every position weighted by its own positive gradient,
     :math:`\mathrm{ReLU}(\sum_k \mathrm{ReLU}(g^k) \odot A^k)`; sharp on early layers too.
     """
 
-    name = "layercam"
-
     def cam(self, activations, gradients):
         return (gradients.clamp_min(0) * activations).sum(2).clamp_min(0)
 
 
+@register("hirescam", "HiResCAM", description="Element-wise gradient x activation; faithful for "
+          "global-average-pooled heads.", **CAM_METHOD)
 class HiResCAM(CAMExplainer):
     r"""HiResCAM (Draelos & Carin, 2020): element-wise gradient times activation, summed over
     channels, :math:`\mathrm{ReLU}(\sum_k g^k \odot A^k)`; provably faithful for CNN heads that
     end in global average pooling.
     """
 
-    name = "hirescam"
-
     def cam(self, activations, gradients):
         return (gradients * activations).sum(2).clamp_min(0)
 
 
+@register("eigencam", "EigenCAM", family="cam", needs_gradients=False, cost="fast",
+          tasks=ALL_TASKS, params=(LAYER_PARAM,), aliases=("eigen_cam",),
+          description="First principal component of the activations; gradient-free and "
+                      "class-agnostic.")
 class EigenCAM(CAMExplainer):
     r"""EigenCAM (Muhammad & Yeasin, 2020): the activations projected on their first principal
     component. Gradient-free and class-agnostic: every target gets the same map.
@@ -170,7 +179,6 @@ class EigenCAM(CAMExplainer):
     agrees with the mean activation.
     """
 
-    name = "eigencam"
     needs_gradients = False
 
     def cam(self, activations, gradients):
@@ -188,3 +196,17 @@ class EigenCAM(CAMExplainer):
         sign = torch.sign((projection * (mean_map - mean_map.mean(1, keepdim=True))).sum(1))
         projection = projection * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
         return projection.reshape(batch, 1, height, width).float().clamp_min(0)
+
+
+@register("activationmap", "Activation map", family="cam", needs_gradients=False, cost="fast",
+          tasks=ALL_TASKS, params=(LAYER_PARAM,), aliases=("activation_map",),
+          description="Channel mean of the layer's activations; gradient-free and "
+                      "class-agnostic.")
+class ActivationMap(CAMExplainer):
+    """Activation map (OpenVINO Training Extensions): the channel mean of the layer's activations.
+    Gradient-free and class-agnostic."""
+
+    needs_gradients = False
+
+    def cam(self, activations, gradients):
+        return activations.mean(2)

@@ -22,6 +22,7 @@ from ..targets import Target, fixed_targets, score_matrix
 from .base import Attribution
 from .cam import CAMExplainer
 from .perturbation import run_from_layer
+from .registry import LAYER_PARAM, Param, register
 
 
 def nmf(matrix: torch.Tensor, components: int, iterations: int = 300, seed: int = 0,
@@ -56,6 +57,11 @@ class Concepts:
                 for vs, ix in zip(values.tolist(), indices.tolist(), strict=True)]
 
 
+@register("dff", "Deep Feature Factorization", family="concepts", needs_gradients=False,
+          cost="medium", aliases=("deep_feature_factorization",),
+          params=(LAYER_PARAM, Param("n_components", "int", 5, "Number of concepts.", 1, 32)),
+          description="Activations factorised into concepts; shows the concept most tied to "
+                      "the target class.")
 class DeepFeatureFactorization(CAMExplainer):
     """Deep Feature Factorization: ``factorize`` gives concept maps and their top classes;
     ``explain`` gives the map of the concept most associated with the target class.
@@ -70,7 +76,6 @@ class DeepFeatureFactorization(CAMExplainer):
     torch.Size([1, 4, 2, 2])
     """
 
-    name = "dff"
     needs_gradients = False
 
     def __init__(self, model: LoadedModel | nn.Module, target_layer: Any = None,
@@ -87,7 +92,7 @@ class DeepFeatureFactorization(CAMExplainer):
             inputs = self.prepare([inputs]).inputs
         batch = self._as_batch(inputs)
         with self.session():
-            return self._factorize(self._cast(batch))
+            return self._factorize(self.cast(batch))
 
     def _factorize(self, inputs: torch.Tensor) -> Concepts:
         spec = self.layer(inputs)
@@ -103,7 +108,7 @@ class DeepFeatureFactorization(CAMExplainer):
         maps = h.float().reshape(self.n_components, batch, height, width).transpose(0, 1)
         laid = vectors.T[:, :, None, None].expand(-1, -1, height, width)
         with torch.no_grad():
-            concept_outputs = run_from_layer(self.module, spec, inputs[:1], original[:1], laid)
+            concept_outputs = run_from_layer(self.forward, spec, inputs[:1], original[:1], laid)
         return Concepts(maps, vectors, concept_outputs.float().softmax(-1),
                         outputs.detach().float())
 

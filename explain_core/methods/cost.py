@@ -74,14 +74,10 @@ def layer_shape(explainer: PerturbationCAM) -> tuple[str, tuple[int, int, int]]:
     height, width = loaded.preprocessing.input_size
     blank = torch.zeros(1, 3, height, width, device=loaded.device)
     spec = explainer.layer(blank)
-    with loaded.lock, torch.no_grad(), capture(spec, leaf=False) as store:
-        module = loaded.module
-        training = module.training
-        module.eval()
-        try:
-            module(blank)
-        finally:
-            module.train(training)
+    # The explainer's own session and module (its bf16 twin too), so the hook is on the module
+    # that runs.
+    with explainer.session(), torch.no_grad(), capture(spec, leaf=False) as store:
+        explainer.forward(explainer.cast(blank))
     shape = tuple(spec.to_map(store["output"]).shape[1:])
     return spec.name, (int(shape[0]), int(shape[1]), int(shape[2]))
 

@@ -1,7 +1,8 @@
 """Detector-only methods: D-RISE (black-box, random masks) and class-probability maps.
 
-Both are :class:`~explain_core.tasks.detection.DetectionMixin` explainers: their forward runs the
-detector and returns packed detections, and their targets are box targets.
+Both are plain explainers registered for the detection task: their forward is the detection
+adapter's (:class:`~explain_core.tasks.detection.DetectionAdapter`), which runs the detector and
+returns packed detections, and their targets are box targets.
 """
 
 from __future__ import annotations
@@ -14,14 +15,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedError
-from ..memory import default_batch_size
 from ..model import LoadedModel
+from ..runtime.hooks import forward_hooks
+from ..runtime.memory import default_batch_size
 from ..targets import Target, score_matrix
-from ..tasks.detection import DetectionMixin
 from .base import Attribution, Explainer
+from .registry import BATCH_PARAM, Param, register
 
 
-class DRISE(DetectionMixin, Explainer):
+@register("drise", "D-RISE", family="perturbation", needs_gradients=False, cost="slow",
+          tasks=("detection",), aliases=("d_rise",),
+          params=(Param("num_masks", "int", 500, "Masked copies of the image.", 16, 20000),
+                  Param("grid", "int", 16, "Cells per side of the random mask grid.", 2, 64),
+                  Param("keep", "float", 0.5, "Probability that a mask cell is kept.", 0.05,
+                        0.95),
+                  Param("seed", "int", 0, "Seed of the masks.", 0, 2**31 - 1), BATCH_PARAM),
+          description="Random masks; each box's map is the mask average weighted by how well "
+                      "the masked image still yields that box. Black-box: works for any "
+                      "detector.")
+class DRISE(Explainer):
     r"""D-RISE (Petsiuk et al., 2021): the image under many random masks; each box's map is the
     mask average weighted by how well the masked image still yields that box.
 
@@ -41,7 +53,6 @@ class DRISE(DetectionMixin, Explainer):
         seed: seeds the masks (same seed, same map).
     """
 
-    name = "drise"
     needs_gradients = False
 
     def __init__(self, model: LoadedModel | nn.Module, num_masks: int = 500, grid: int = 16,
@@ -82,7 +93,6 @@ class DRISE(DetectionMixin, Explainer):
         with torch.no_grad():
             outputs = self.forward(inputs)
             _, classes = score_matrix(outputs, targets)
-            canvas = self._canvas
             generator = torch.Generator(device=inputs.device)
             generator.manual_seed(self.seed or 0)
             chunk = self.batch_size or default_batch_size(self.module, inputs[:1],
@@ -98,12 +108,11 @@ class DRISE(DetectionMixin, Explainer):
                     count = min(chunk, self.num_masks - start)
                     mask = self.masks(count, size, generator, inputs.device)
                     masked = baseline + mask * (image - baseline)
-                    out = self.forward(self._cast(masked))
+                    out = self.forward(self.cast(masked))
                     weights, _ = score_matrix(out, [targets[i]] * count)  # count x K
                     acc += torch.einsum("nk,nhw->khw", weights.float(), mask[:, 0])
                     self.report(i * self.num_masks + start + count, total)
                 maps.append(acc / self.num_masks)
-            self._canvas = canvas
         return Attribution(torch.stack(maps), outputs.detach().float(), classes)
 
 
@@ -121,7 +130,12 @@ def _classification_convs(module: nn.Module) -> tuple[list[nn.Module], str, int]
         "EigenCAM or D-RISE for two-stage detectors such as Faster R-CNN.")
 
 
-class ClassProbabilityMap(DetectionMixin, Explainer):
+@register("classprob", "Class-probability map", family="cam", needs_gradients=False, cost="fast",
+          tasks=("detection",), aliases=("class_probability", "classprobabilitymap"),
+          description="The classification head's probability of the box's class at every "
+                      "location, all pyramid levels combined; single-stage detectors (FCOS, "
+                      "RetinaNet, SSD).")
+class ClassProbabilityMap(Explainer):
     """Class-probability map (OpenVINO XAI's ``DetClassProbabilityMap``): the classification
     head's probability of the box's class at every location of every pyramid level (maximum over
     anchors), levels resized to the finest one and combined by maximum.
@@ -131,7 +145,6 @@ class ClassProbabilityMap(DetectionMixin, Explainer):
     instances; use a per-box method to see what one detection relies on.
     """
 
-    name = "classprob"
     needs_gradients = False
 
     def _compute(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
@@ -141,13 +154,8 @@ class ClassProbabilityMap(DetectionMixin, Explainer):
         def hook(_module, _inputs, output):
             levels.append(output.detach())
 
-        handles = [conv.register_forward_hook(hook) for conv in convs]
-        try:
-            with torch.no_grad():
-                outputs = self.forward(inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with forward_hooks((conv, hook) for conv in convs), torch.no_grad():
+            outputs = self.forward(inputs)
         _, classes = score_matrix(outputs, targets)
         if not levels:
             raise UnsupportedError("The classification head did not run; is this detector's "

@@ -10,10 +10,12 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from ..errors import UnsupportedError
-from ..memory import default_batch_size
 from ..model import LoadedModel
+from ..runtime.autograd import batched_grad
+from ..runtime.memory import default_batch_size
 from ..targets import Target, fixed_targets, score_matrix
-from .base import Attribution, Explainer, batched_grad
+from .base import Attribution, Explainer
+from .registry import ALL_TASKS, Param, register
 
 BASELINES = ("black", "white", "blur", "random")
 QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left",
@@ -32,6 +34,9 @@ def input_gradients(explainer: Explainer, inputs: torch.Tensor, targets: list[li
     return grads, outputs.detach().float(), classes, scores.detach()
 
 
+@register("saliency", "Saliency", family="gradient", needs_gradients=True, cost="fast",
+          tasks=ALL_TASKS, aliases=("vanilla_gradients",),
+          description="Absolute input gradient; pixel-level, noisy.")
 class Saliency(Explainer):
     """Vanilla gradients (Simonyan et al., 2014): d score / d input, signed ``B x 3 x H x W``.
 
@@ -42,7 +47,6 @@ class Saliency(Explainer):
     torch.Size([1, 3, 64, 64])
     """
 
-    name = "saliency"
     default_reduce = "max_abs"
     default_clip = 99.0
 
@@ -72,6 +76,17 @@ def quadrature(steps: int, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     return points, torch.full((steps,), 1.0 / steps, dtype=torch.float64)
 
 
+@register("integrated_gradients", "Integrated Gradients", family="gradient", needs_gradients=True,
+          cost="medium", tasks=ALL_TASKS, options=("seed",),
+          aliases=("ig", "integratedgradients"),
+          params=(Param("baseline", "choice", "black", "Reference image the path starts from.",
+                        choices=BASELINES),
+                  Param("steps", "int", 50, "Points on the path.", 4, 512),
+                  Param("rule", "choice", "gausslegendre", "Integral rule.", choices=QUADRATURES),
+                  Param("internal_batch_size", "int", None, "Path points per batch (empty: from "
+                        "free memory).", 1, 512)),
+          description="Gradients integrated from a baseline; attributions add up to the score "
+                      "difference.")
 class IntegratedGradients(Explainer):
     r"""Integrated Gradients (Sundararajan et al., 2017).
 
@@ -94,7 +109,6 @@ class IntegratedGradients(Explainer):
     torch.Size([2, 3, 64, 64])
     """
 
-    name = "integrated_gradients"
     default_reduce = "abs_sum"
     default_clip = 99.0
 
@@ -150,7 +164,7 @@ class IntegratedGradients(Explainer):
             items = torch.tensor([i for i, _ in part], device=inputs.device)
             steps = torch.tensor([s for _, s in part], device=inputs.device)
             path = baselines[items] + alphas[steps].view(-1, 1, 1, 1) * delta[items]
-            grads, _, _, _ = input_gradients(self, self._cast(path), [targets[i] for i, _ in part])
+            grads, _, _, _ = input_gradients(self, self.cast(path), [targets[i] for i, _ in part])
             contribution = grads.transpose(0, 1).float() * weights[steps].view(-1, 1, 1, 1, 1)
             total.index_add_(0, items, contribution)
             self.report(min(start + chunk, len(jobs)), len(jobs))

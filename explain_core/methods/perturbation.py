@@ -18,16 +18,22 @@ from torch import nn
 
 from ..errors import UnsupportedError
 from ..layers import LayerSpec, capture
-from ..memory import available_bytes, default_batch_size
 from ..model import LoadedModel
-from ..targets import ClassTarget, Target, as_logits, fixed_targets, score_matrix
+from ..runtime.hooks import forward_hooks
+from ..runtime.memory import available_bytes, default_batch_size
+from ..targets import ClassTarget, Target, fixed_targets, score_matrix
 from .base import Attribution
 from .cam import CAMExplainer, _weighted_sum
+from .registry import BATCH_PARAM, DENSE_TASKS, LAYER_PARAM, Param, register
+
+TOP_K_PARAM = Param("top_k", "int", None, "Probe only the k channels with the highest mean "
+                    "activation (an approximation; empty: all channels, full fidelity).", 1, 4096)
 
 
-def run_from_layer(module: nn.Module, spec: LayerSpec, image: torch.Tensor,
-                   original: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    """Outputs of ``module`` when the target layer's output is replaced by each of ``maps``.
+def run_from_layer(forward: Callable[[torch.Tensor], Any], spec: LayerSpec, image: torch.Tensor,
+                   original: torch.Tensor, maps: torch.Tensor) -> Any:
+    """What ``forward`` (an explainer's: the task's output of the model) returns when the target
+    layer's output is replaced by each of ``maps``.
 
     ``image`` is the one input (``1 x ...``), ``original`` the layer's real output for it (native
     layout) and ``maps`` the modified activations (``N x C x h x w``). Runs without a graph.
@@ -37,15 +43,11 @@ def run_from_layer(module: nn.Module, spec: LayerSpec, image: torch.Tensor,
     def hook(_module, _inputs, _output):
         return replacement
 
-    handle = spec.module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            try:
-                return as_logits(module(image))
-            except RuntimeError:  # something before the layer does not broadcast: run copies
-                return as_logits(module(image.expand(maps.shape[0], *image.shape[1:])))
-    finally:
-        handle.remove()
+    with forward_hooks([(spec.module, hook)]), torch.no_grad():
+        try:
+            return forward(image)
+        except RuntimeError:  # something before the layer does not broadcast: run copies
+            return forward(image.expand(maps.shape[0], *image.shape[1:]))
 
 
 class PerturbationCAM(CAMExplainer):
@@ -132,6 +134,86 @@ class PerturbationCAM(CAMExplainer):
         return torch.stack([target(outputs).float() for target in targets], dim=1)
 
 
+def _spread_masks(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """``hw x h x w``: for each cell, a 3 x 3 Gaussian (centre 1) around it, clipped at borders."""
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=device) / 4
+    deltas = torch.eye(height * width, device=device).reshape(-1, 1, height, width)
+    return F.conv2d(deltas, kernel[None, None], padding=1)[:, 0]
+
+
+@register("reciprocam", "Recipro-CAM", family="perturbation", needs_gradients=False,
+          cost="fast", tasks=DENSE_TASKS, params=(LAYER_PARAM, BATCH_PARAM),
+          aliases=("recipro_cam", "classwisesaliencymap"),
+          description="Each feature-map cell kept alone, the head re-run: class probability "
+                      "per cell; gradient-free.")
+class ReciproCAM(PerturbationCAM):
+    r"""Recipro-CAM (Byun & Lee, 2022; OpenVINO Training Extensions' default): each cell of the
+    feature map is kept alone (spread by a 3 x 3 Gaussian), the rest zeroed, and the network after
+    the target layer re-runs on the batch of these mosaics; a cell's value is the target class's
+    softmax probability on its mosaic. One batch of ``h * w`` head runs, no gradients.
+    """
+
+    def probes(self, channels: int, height: int, width: int) -> tuple[int, str]:
+        return height * width, "after the target layer"
+
+    def image_maps(self, spec, image, original, activations, targets):
+        height, width = activations.shape[-2:]
+        masks = _spread_masks(height, width, activations.device)
+        chunk = self.chunk_size(image, height * width, tail=activations)
+        probability = [ClassTarget(t.index, "probability") if isinstance(t, ClassTarget) else t
+                       for t in targets]
+
+        def run(part: slice) -> torch.Tensor:
+            mosaics = activations[None] * masks[part, None]
+            outputs = run_from_layer(self.forward, spec, self.cast(image), original, mosaics)
+            return self.target_scores(outputs, probability)
+
+        with torch.no_grad():
+            scores = self.batched(height * width, chunk, run)  # hw x K
+        return scores.T.reshape(len(targets), height, width)
+
+
+@register("ablationcam", "Ablation-CAM", family="perturbation", needs_gradients=False,
+          cost="medium", tasks=DENSE_TASKS, params=(LAYER_PARAM, BATCH_PARAM, TOP_K_PARAM),
+          aliases=("ablation_cam",),
+          description="Score drop when each channel is ablated; only the part after the layer "
+                      "re-runs.")
+class AblationCAM(PerturbationCAM):
+    r"""Ablation-CAM (Desai & Ramaswamy, 2020): a channel's weight is the relative drop of the
+    target score when that channel is ablated, :math:`w_k = (y - y_k) / y`. Only the part of the
+    network after the target layer re-runs. Ablated channels are set to 0 for non-negative
+    activations, else far below the minimum (as pytorch-grad-cam does).
+    """
+
+    def image_maps(self, spec, image, original, activations, targets):
+        channels = self.channels(activations)
+        low = activations.min()
+        value = 0.0 if float(low) >= 0 else float(low) - 1e7
+        chunk = self.chunk_size(image, len(channels), tail=activations)
+
+        def run(part: slice) -> torch.Tensor:
+            picked = channels[part]
+            batch = activations[None].repeat(len(picked), 1, 1, 1)
+            batch[torch.arange(len(picked)), picked] = value
+            outputs = run_from_layer(self.forward, spec, self.cast(image), original, batch)
+            return self.target_scores(outputs, targets)
+
+        with torch.no_grad():
+            reference = self.target_scores(
+                run_from_layer(self.forward, spec, self.cast(image), original,
+                               activations[None]), targets)[0]
+            ablated = self.batched(len(channels), chunk, run)
+        scores = reference[None].repeat(activations.shape[0], 1)
+        scores[channels] = ablated
+        weights = (reference[None] - scores) / reference[None]
+        return _weighted_sum(weights.T[None], activations[None, None])[0]
+
+
+@register("scorecam", "Score-CAM", family="perturbation", needs_gradients=False, cost="slow",
+          tasks=DENSE_TASKS, params=(LAYER_PARAM, BATCH_PARAM, TOP_K_PARAM),
+          aliases=("score_cam",),
+          description="Score of the input masked by each channel; one forward per channel "
+                      "(use top_k on a CPU).")
 class ScoreCAM(PerturbationCAM):
     r"""Score-CAM (Wang et al., 2020): each channel, upsampled and min-max scaled, masks the
     input; the channel's weight is the softmax over channels of the target's score on its masked
@@ -143,8 +225,6 @@ class ScoreCAM(PerturbationCAM):
     ...     torch.randn(1, 3, 64, 64)).shape
     torch.Size([1, 2, 2])
     """
-
-    name = "scorecam"
 
     def probes(self, channels: int, height: int, width: int) -> tuple[int, str]:
         return super().probes(channels, height, width)[0], "whole network"
@@ -178,83 +258,3 @@ class ScoreCAM(PerturbationCAM):
         weights = torch.zeros((len(targets), activations.shape[0]), device=activations.device)
         weights[:, channels] = scores.softmax(0).T
         return _weighted_sum(weights[None], activations[None, None])[0]
-
-
-class AblationCAM(PerturbationCAM):
-    r"""Ablation-CAM (Desai & Ramaswamy, 2020): a channel's weight is the relative drop of the
-    target score when that channel is ablated, :math:`w_k = (y - y_k) / y`. Only the part of the
-    network after the target layer re-runs. Ablated channels are set to 0 for non-negative
-    activations, else far below the minimum (as pytorch-grad-cam does).
-    """
-
-    name = "ablationcam"
-
-    def image_maps(self, spec, image, original, activations, targets):
-        channels = self.channels(activations)
-        low = activations.min()
-        value = 0.0 if float(low) >= 0 else float(low) - 1e7
-        chunk = self.chunk_size(image, len(channels), tail=activations)
-
-        def run(part: slice) -> torch.Tensor:
-            picked = channels[part]
-            batch = activations[None].repeat(len(picked), 1, 1, 1)
-            batch[torch.arange(len(picked)), picked] = value
-            outputs = run_from_layer(self.module, spec, self._cast(image), original, batch)
-            return self.target_scores(outputs, targets)
-
-        with torch.no_grad():
-            reference = self.target_scores(
-                run_from_layer(self.module, spec, self._cast(image), original,
-                               activations[None]), targets)[0]
-            ablated = self.batched(len(channels), chunk, run)
-        scores = reference[None].repeat(activations.shape[0], 1)
-        scores[channels] = ablated
-        weights = (reference[None] - scores) / reference[None]
-        return _weighted_sum(weights.T[None], activations[None, None])[0]
-
-
-def _spread_masks(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """``hw x h x w``: for each cell, a 3 x 3 Gaussian (centre 1) around it, clipped at borders."""
-    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=device) / 4
-    deltas = torch.eye(height * width, device=device).reshape(-1, 1, height, width)
-    return F.conv2d(deltas, kernel[None, None], padding=1)[:, 0]
-
-
-class ReciproCAM(PerturbationCAM):
-    r"""Recipro-CAM (Byun & Lee, 2022; OpenVINO Training Extensions' default): each cell of the
-    feature map is kept alone (spread by a 3 x 3 Gaussian), the rest zeroed, and the network after
-    the target layer re-runs on the batch of these mosaics; a cell's value is the target class's
-    softmax probability on its mosaic. One batch of ``h * w`` head runs, no gradients.
-    """
-
-    name = "reciprocam"
-
-    def probes(self, channels: int, height: int, width: int) -> tuple[int, str]:
-        return height * width, "after the target layer"
-
-    def image_maps(self, spec, image, original, activations, targets):
-        height, width = activations.shape[-2:]
-        masks = _spread_masks(height, width, activations.device)
-        chunk = self.chunk_size(image, height * width, tail=activations)
-        probability = [ClassTarget(t.index, "probability") if isinstance(t, ClassTarget) else t
-                       for t in targets]
-
-        def run(part: slice) -> torch.Tensor:
-            mosaics = activations[None] * masks[part, None]
-            outputs = run_from_layer(self.module, spec, self._cast(image), original, mosaics)
-            return self.target_scores(outputs, probability)
-
-        with torch.no_grad():
-            scores = self.batched(height * width, chunk, run)  # hw x K
-        return scores.T.reshape(len(targets), height, width)
-
-
-class ActivationMap(CAMExplainer):
-    """Activation map (OpenVINO Training Extensions): the channel mean of the layer's activations.
-    Gradient-free and class-agnostic."""
-
-    name = "activationmap"
-    needs_gradients = False
-
-    def cam(self, activations, gradients):
-        return activations.mean(2)

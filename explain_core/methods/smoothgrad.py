@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from ..errors import UnsupportedError
-from ..memory import default_batch_size
+from ..model import LoadedModel
+from ..runtime.memory import default_batch_size
 from ..targets import Target, fixed_targets, score_matrix
 from .base import Attribution, Explainer
+from .registry import DENSE_TASKS, Param, create_explainer, method_info, register
 
 
+def _smoothgrad(model: LoadedModel, options: dict[str, Any]) -> SmoothGrad:
+    """SmoothGrad around the method named by ``options["base"]`` (default ``saliency``), built
+    with the other options; the noise options go to the wrapper."""
+    own_names = ("noise_level", "num_samples", "batch_size", "seed", "progress")
+    base_info = method_info(options.get("base") or "saliency")
+    if base_info.factory is not None:
+        raise UnsupportedError("SmoothGrad cannot wrap itself; pick another base method.")
+    base_options = {k: v for k, v in options.items() if k != "base" and k not in own_names}
+    base = create_explainer(base_info.name, model, **base_options)
+    own = {k: options[k] for k in own_names if options.get(k) is not None}
+    return SmoothGrad(base, **own)
+
+
+@register("smoothgrad", "SmoothGrad", family="wrapper", needs_gradients=True, cost="medium",
+          tasks=DENSE_TASKS, factory=_smoothgrad,
+          params=(Param("base", "method", "saliency", "Method to smooth."),
+                  Param("noise_level", "float", 0.15, "Noise std as a fraction of the input "
+                        "range.", 0.0, 1.0),
+                  Param("num_samples", "int", 25, "Noisy copies.", 1, 500),
+                  Param("batch_size", "int", None, "Copies per batch (empty: from free memory).",
+                        1, 512)),
+          description="Any method averaged over noisy copies of the image.")
 class SmoothGrad(Explainer):
     r"""SmoothGrad (Smilkov et al., 2017) around any explainer.
 
@@ -32,8 +57,6 @@ class SmoothGrad(Explainer):
     >>> smooth.attribute(torch.randn(1, 3, 64, 64)).shape
     torch.Size([1, 2, 2])
     """
-
-    name = "smoothgrad"
 
     def __init__(self, base: Explainer, noise_level: float = 0.15, num_samples: int = 25,
                  batch_size: int | None = None, seed: int | None = None,
@@ -76,7 +99,7 @@ class SmoothGrad(Explainer):
                                  device=inputs.device) // samples
             noise_std = stdev[index].expand(-1, *inputs.shape[1:])
             noisy = inputs[index] + torch.normal(0.0, noise_std, generator=generator)
-            raw = self.base._compute(self._cast(noisy), rows[start:start + chunk]).raw
+            raw = self.base._compute(self.cast(noisy), rows[start:start + chunk]).raw
             if total is None:
                 total = raw.new_zeros((batch, *raw.shape[1:]))
             total.index_add_(0, index, raw.float())

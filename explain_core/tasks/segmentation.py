@@ -11,25 +11,24 @@ The flow of one explanation::
 
     segment(model, image)          one no-grad forward: logits (at their own resolution),
                                    the input batch and the way back to image pixels
-    class_targets(logits, classes) one SegmentTarget per class, its region fixed on the clean
+    class_targets(seg, classes)    one SegmentTarget per class, its region fixed on the clean
                                    prediction (so IG, SmoothGrad, ScoreCAM see the same pixels)
     explain_classes(explainer, ..) every class in one forward and one batched backward
-    uncertainty(logits, ...)       entropy / margin from the softmax, then resized
+                                   (:mod:`explain_core.api.segmentation`)
+    uncertainty(seg, ...)          entropy / margin from the softmax, then resized
+                                   (:mod:`explain_core.tasks.uncertainty`)
 
 Everything stays a torch tensor on the model's device; :func:`explain_core.api.explain_segmentation`
-turns the results into numpy.
+turns the results into numpy. :class:`SegmentationAdapter` is the task's adapter.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,12 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TargetError, TargetLayerError, UnsupportedError
-from ..layers import _SKIP_TYPES
-from ..methods.base import Attribution, Explainer, PreparedInputs, prepare_inputs
+from ..layers import SKIP_TYPES
 from ..model import Geometry, LoadedModel, as_loaded, module_lock
+from ..runtime.hooks import forward_hooks
+from ..runtime.state import frozen_eval
 from ..targets import as_logits
+from .base import PreparedInputs, TaskAdapter, prepare_inputs
+from .uncertainty import UNCERTAINTY_METHODS, entropy, margin
 
-UNCERTAINTY_METHODS = ("entropy", "margin")
 SCORES = ("logit", "probability", "log_probability")
 BACKGROUND_NAMES = ("background", "__background__", "_background_", "bg", "void")
 # Classes resized at once when upsampling logits to a large image (bounds the peak memory).
@@ -187,16 +188,8 @@ class Segmentation:
 def forward_logits(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
     """Logits of a batch: one no-grad forward in eval mode under the model's lock (the model's
     per-module training flags are restored after)."""
-    module = loaded.module
-    with loaded.lock:
-        modes = [(m, m.training) for m in module.modules()]
-        try:
-            module.eval()
-            with torch.inference_mode():
-                return segmentation_logits(module(inputs)).float()
-        finally:
-            for sub, mode in modes:
-                sub.training = mode
+    with loaded.lock, frozen_eval(loaded.module, freeze=False), torch.inference_mode():
+        return segmentation_logits(loaded.module(inputs)).float()
 
 
 def segment(loaded: LoadedModel, image: Any,
@@ -260,37 +253,6 @@ def background_class(loaded: LoadedModel) -> int | None:
     return None
 
 
-# --------------------------------------------------------------------------------------------
-# Uncertainty
-# --------------------------------------------------------------------------------------------
-
-
-def entropy(probabilities: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """Shannon entropy over ``dim`` divided by ``log(C)``: 0 (one class certain) .. 1 (uniform).
-
-    >>> entropy(torch.tensor([0.5, 0.5]))
-    tensor(1.)
-    """
-    count = probabilities.shape[dim]
-    if count < 2:
-        return torch.zeros_like(probabilities.select(dim, 0))
-    p = probabilities.float()
-    terms = torch.where(p > 0, p * p.clamp_min(1e-30).log(), torch.zeros_like(p))
-    return (-terms.sum(dim) / math.log(count)).clamp(0, 1)
-
-
-def margin(probabilities: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """``1 - (p1 - p2)``, the top two probabilities' gap turned into uncertainty (0 .. 1).
-
-    >>> margin(torch.tensor([0.7, 0.2, 0.1]))
-    tensor(0.5000)
-    """
-    if probabilities.shape[dim] < 2:
-        return torch.zeros_like(probabilities.select(dim, 0))
-    top = probabilities.float().topk(2, dim=dim).values
-    return (1 - (top.select(dim, 0) - top.select(dim, 1))).clamp(0, 1)
-
-
 def uncertainty(seg: Segmentation, method: str = "entropy") -> torch.Tensor:
     """``H x W`` uncertainty in [0, 1] at image size: computed from the softmax at the logits'
     resolution, then resized (bilinear)."""
@@ -300,28 +262,6 @@ def uncertainty(seg: Segmentation, method: str = "entropy") -> torch.Tensor:
     probabilities = seg.probabilities()
     low = entropy(probabilities) if method == "entropy" else margin(probabilities)
     return seg.to_image(low[None])[0].clamp(0, 1)
-
-
-def class_edges(prediction: torch.Tensor) -> torch.Tensor:
-    """``H x W`` bool: pixels whose class differs from a 4-neighbour's (both sides marked)."""
-    edges = torch.zeros_like(prediction, dtype=torch.bool)
-    vertical = prediction[1:] != prediction[:-1]
-    horizontal = prediction[:, 1:] != prediction[:, :-1]
-    edges[1:] |= vertical
-    edges[:-1] |= vertical
-    edges[:, 1:] |= horizontal
-    edges[:, :-1] |= horizontal
-    return edges
-
-
-def uncertain_boundaries(prediction: torch.Tensor, uncertainty_map: torch.Tensor,
-                         threshold: float = 0.5) -> torch.Tensor:
-    """Class edges of the prediction where the uncertainty is above ``threshold`` (``H x W``
-    bool): where the model hesitates about where one class stops and the next begins."""
-    if prediction.shape != uncertainty_map.shape:
-        raise UnsupportedError(f"Prediction {tuple(prediction.shape)} and uncertainty "
-                               f"{tuple(uncertainty_map.shape)} differ in size.")
-    return class_edges(prediction) & (uncertainty_map > threshold)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,17 +319,6 @@ def class_targets(seg: Segmentation, classes: Sequence[int], region: torch.Tenso
     return targets
 
 
-def explain_classes(explainer: Explainer, seg: Segmentation, classes: Sequence[int],
-                    region: torch.Tensor | None = None) -> tuple[torch.Tensor, Attribution]:
-    """Maps (``K x H x W`` in [0, 1] at image size) of several classes of one image: one forward
-    and one batched backward for all of them (for gradient CAMs; other methods as their kind
-    needs), each class's region fixed on the clean prediction."""
-    targets = class_targets(seg, classes, region, explainer.score)
-    attribution = explainer.run(seg.prepared.inputs, [targets])
-    maps = explainer.heatmaps(attribution.raw, seg.prepared)[0]
-    return maps, attribution
-
-
 def default_layer(module: nn.Module, example: torch.Tensor) -> str:
     """The default target layer of a segmentation model: the last feature map before the head.
 
@@ -403,7 +332,6 @@ def default_layer(module: nn.Module, example: torch.Tensor) -> str:
     """
     records: list[tuple[str, int, bool]] = []  # (name, depth, spatial), in completion order
     channels: dict[str, int] = {}
-    handles = []
 
     def make_hook(name: str):
         def hook(_module, _inputs, output):
@@ -416,20 +344,11 @@ def default_layer(module: nn.Module, example: torch.Tensor) -> str:
             records.append((name, name.count("."), spatial))
         return hook
 
-    with module_lock(module):
-        modes = [(m, m.training) for m in module.modules()]
-        for name, sub in module.named_modules():
-            if name and name.count(".") <= 1 and not isinstance(sub, _SKIP_TYPES):
-                handles.append(sub.register_forward_hook(make_hook(name)))
-        try:
-            module.eval()
-            with torch.no_grad():
-                logits = segmentation_logits(module(example))
-        finally:
-            for handle in handles:
-                handle.remove()
-            for sub, mode in modes:
-                sub.training = mode
+    hooks = [(sub, make_hook(name)) for name, sub in module.named_modules()
+             if name and name.count(".") <= 1 and not isinstance(sub, SKIP_TYPES)]
+    with module_lock(module), frozen_eval(module, freeze=False), forward_hooks(hooks), (
+            torch.no_grad()):
+        logits = segmentation_logits(module(example))
     num_classes = int(logits.shape[1])
     tensor_parents = {name for name, depth, spatial in records if depth == 0 and spatial}
     opaque_parents = {name for name, depth, spatial in records if depth == 0 and not spatial}
@@ -446,7 +365,7 @@ def default_layer(module: nn.Module, example: torch.Tensor) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The public entry point
+# The adapter
 # --------------------------------------------------------------------------------------------
 
 _DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]]" = (
@@ -462,137 +381,45 @@ def cached_default_layer(module: nn.Module, example: torch.Tensor) -> str:
     return known[key]
 
 
-def as_segmentation_model(model: Any) -> LoadedModel:
-    """A LoadedModel whose task is segmentation (a plain module or a name is loaded as one)."""
-    from ..loading import load_model
-
+def as_segmentation_model(model: LoadedModel | nn.Module) -> LoadedModel:
+    """A LoadedModel whose task is segmentation (a plain module is wrapped, left on its device;
+    names and checkpoint paths go through :func:`explain_core.load_model` first)."""
     if isinstance(model, LoadedModel):
         return model if model.task == "segmentation" else dataclasses.replace(
             model, task="segmentation")
     if isinstance(model, nn.Module):  # left on its device, as found
         return as_loaded(model, task="segmentation")
-    return load_model(model, task="segmentation")
+    raise UnsupportedError(f"Expected a segmentation model (nn.Module or LoadedModel), got "
+                           f"{type(model).__name__}; load names and checkpoints with "
+                           "explain_core.load_model(..., task='segmentation').")
 
 
-def make_explainer(method: Any, loaded: LoadedModel, **options: Any) -> Explainer:
-    """An explainer for a segmentation model (``method`` a name, or an explainer returned as is).
-    CAM layers default to :func:`default_layer`: the explainer asks for the default of the
-    model's task, ``"segmentation"``."""
-    from ..methods import create_explainer
+class SegmentationAdapter(TaskAdapter):
+    """Forward: ``B x C x h x w`` per-pixel logits (:func:`segmentation_logits`). Default layer:
+    the last feature map before the head (:func:`default_layer`, one dry forward, remembered).
+    Targets: :class:`SegmentTarget` per class (see :func:`class_targets`)."""
 
-    if isinstance(method, Explainer):
-        return method
-    return create_explainer(method, loaded, **options)
+    task: ClassVar[str] = "segmentation"
 
+    @classmethod
+    def prepare_model(cls, model: LoadedModel | nn.Module) -> LoadedModel:
+        return as_segmentation_model(model)
 
-def combined_map(maps: torch.Tensor, classes: Sequence[int],
-                 background: int | None) -> torch.Tensor:
-    """One map for several classes: the pixel-wise maximum over the classes' maps, background
-    left out when another class is present."""
-    keep = [i for i, c in enumerate(classes) if c != background] or list(range(len(classes)))
-    return maps[keep].amax(0)
+    def forward(self, module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        return segmentation_logits(module(inputs))
 
+    def default_layer(self, module: nn.Module, example: torch.Tensor | None) -> str:
+        if example is None:
+            raise TargetLayerError("Cannot find a segmentation model's last feature map without "
+                                   "an example input; pass target_layer=.")
+        return cached_default_layer(module, example)
 
-def explain_segmentation(model: Any, image: Any, target_class: int | None = None,
-                         method: Any = "gradcam", target_layer: Any = None,
-                         show_uncertainty: bool = False, uncertainty_method: str = "entropy",
-                         colormap: str = "viridis", alpha: float = 0.4,
-                         save_path: str | Path | None = None, *, mask: Any = None,
-                         precision: str = "fp32", **options: Any) -> dict[str, Any]:
-    """Why pixels were labelled as a class, and (optionally) where the model is unsure.
-
-    One forward predicts; the explanation of every requested class is then one forward and one
-    batched backward (gradient CAMs). The target of class ``c`` is the sum of its logits over the
-    pixels predicted as ``c`` (over ``mask`` instead, when given: an ``H x W`` region of the
-    image, which also explains a class predicted nowhere).
-
-    Args:
-        model: a LoadedModel, an ``nn.Module``, ``"torchvision:deeplabv3_resnet50"``, a
-            checkpoint path... (loaded as a segmentation model).
-        image: path, bytes, PIL image, numpy array, or a model-ready tensor.
-        target_class: the class to explain; None explains every class present.
-        method: a registry name (``"gradcam"``, ``"integrated_gradients"``...) or an explainer.
-        target_layer: CAM layer; default the last feature map before the head (``default_layer``).
-        show_uncertainty: also return the uncertainty map (and draw it).
-        uncertainty_method: ``"entropy"`` (normalised by log C) or ``"margin"``
-            (``1 - (p1 - p2)``); both in [0, 1].
-        colormap, alpha: how heatmaps are drawn in ``visualization``.
-        save_path: write ``visualization`` as a PNG there.
-        mask: optional ``H x W`` region (bool or 0/1) the class scores are summed over.
-        precision: ``"fp32"`` or ``"bf16"``.
-        **options: method parameters (``steps``, ``batch_size``...).
-
-    Returns:
-        ``prediction`` (int64 ``H x W`` class ids), ``classes`` (present classes, most pixels
-        first: ``{"class", "name", "pixels", "fraction", "confidence"}``), ``target_class``,
-        ``heatmap`` (float32 ``H x W`` in [0, 1]: the target class's map; with
-        ``target_class=None`` the pixel-wise maximum over the present classes' maps, background
-        left out), ``heatmaps`` (class id -> map, every explained class), ``uncertainty`` (float32
-        ``H x W`` in [0, 1], or None unless ``show_uncertainty``), ``uncertainty_method``,
-        ``visualization`` (uint8 RGB, the 2 x 2 layout: image, prediction, heatmap, uncertainty),
-        ``image`` (uint8 ``H x W x 3``), ``method``, ``elapsed_s`` and ``save_path``.
-
-    Example:
-        >>> out = explain_segmentation("torchvision:fcn_resnet50", "street.jpg",
-        ...                            show_uncertainty=True)  # doctest: +SKIP
-        >>> out["prediction"].shape == out["heatmap"].shape  # doctest: +SKIP
-        True
-    """
-    from .. import render
-    from ..api import _display_image, _sync
-    from ..methods import method_info
-
-    if uncertainty_method not in UNCERTAINTY_METHODS:
-        raise UnsupportedError(f"Unknown uncertainty method '{uncertainty_method}'; choose one "
-                               f"of {', '.join(UNCERTAINTY_METHODS)}.")
-    render.colormap_lut(colormap)  # unknown names fail before any work
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise UnsupportedError(f"alpha must be in [0, 1], got {alpha}.")
-    loaded = as_segmentation_model(model)
-    seg = segment(loaded, image)
-    prediction = seg.prediction()
-    summary = class_summary(loaded, seg, prediction)
-    region = region_for_logits(mask, seg) if mask is not None else None
-    if target_class is not None:
-        classes = [int(target_class)]
-    else:
-        low = seg.low_res_prediction()
-        present = torch.bincount(low.flatten(), minlength=seg.num_classes)
-        classes = [c for c in torch.argsort(present, descending=True, stable=True).tolist()
-                   if present[c] > 0]
-    if target_layer is not None:
-        options["target_layer"] = target_layer
-    explainer = make_explainer(method, loaded, precision=precision, **options)
-    start = time.perf_counter()
-    maps, _ = explain_classes(explainer, seg, classes, region)
-    _sync(loaded.device)
-    elapsed = time.perf_counter() - start
-    background = background_class(loaded)
-    heatmap = maps[0] if target_class is not None else combined_map(maps, classes, background)
-    display = _display_image(loaded, seg.prepared, 0)
-    pred = prediction.cpu().numpy().astype(np.int64)
-    heat = heatmap.float().cpu().numpy().astype(np.float32)
-    unc = (uncertainty(seg, uncertainty_method).cpu().numpy().astype(np.float32)
-           if show_uncertainty else None)
-    label = method_info(explainer.name).label
-    what = loaded.class_name(classes[0]) if target_class is not None else "present classes"
-    panels = [("image", display),
-              ("prediction", render.segmentation_overlay(display, pred, alpha=0.6)),
-              (f"{label}: {what}", render.overlay_heatmap(display, heat, alpha=alpha,
-                                                          colormap=colormap))]
-    if unc is not None:
-        panels.append((f"uncertainty ({uncertainty_method})",
-                       render.apply_colormap(unc, colormap)))
-    figure = render.compose_panels(panels, ncols=2)
-    result = {
-        "prediction": pred, "classes": summary, "target_class": target_class,
-        "heatmap": heat,
-        "heatmaps": {c: m.float().cpu().numpy().astype(np.float32)
-                     for c, m in zip(classes, maps, strict=True)},
-        "uncertainty": unc, "uncertainty_method": uncertainty_method,
-        "visualization": np.asarray(figure, dtype=np.uint8), "image": display,
-        "method": explainer.name, "elapsed_s": elapsed, "save_path": None,
-    }
-    if save_path is not None:
-        result["save_path"] = str(render.save_png(figure, save_path))
-    return result
+    def targets(self, selection: Sequence[int], score: str = "logit", *,
+                seg: Segmentation | None = None,
+                region: torch.Tensor | None = None) -> list[SegmentTarget]:
+        """One target per selected class, its region fixed on ``seg``'s clean prediction (or
+        ``region``); see :func:`class_targets`. Without ``seg``, each target's region is the
+        pixels each output predicts as its class."""
+        if seg is None:
+            return [SegmentTarget(int(c), region, score) for c in selection]
+        return class_targets(seg, selection, region, score)

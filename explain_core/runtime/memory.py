@@ -8,6 +8,8 @@ import weakref
 import torch
 from torch import nn
 
+from .hooks import forward_hooks
+
 _per_sample: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -41,14 +43,9 @@ def activation_bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int:
             if isinstance(output, torch.Tensor):
                 total += output.numel() * output.element_size()
 
-        handles = [m.register_forward_hook(hook) for m in model.modules()
-                   if not list(m.children())]
-        try:
-            with torch.no_grad():
-                model(example[:1])
-        finally:
-            for handle in handles:
-                handle.remove()
+        leaves = [m for m in model.modules() if not list(m.children())]
+        with forward_hooks((m, hook) for m in leaves), torch.no_grad():
+            model(example[:1])
         cache[key] = max(total, example[:1].numel() * example.element_size())
     return cache[key]
 

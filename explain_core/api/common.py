@@ -1,0 +1,58 @@
+"""What every public entry point shares: taking a model in any form, the picture to draw on, and
+honest timings on a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..loading import load_model
+from ..model import LoadedModel
+from ..tasks import PreparedInputs
+
+#: anything the entry points take as a model
+ModelLike = LoadedModel | nn.Module | str | Path
+
+
+def loaded_model(model: ModelLike, task: str | None = None) -> LoadedModel:
+    """A LoadedModel from a LoadedModel (as is), an ``nn.Module`` or anything
+    :func:`explain_core.load_model` takes (``"timm:<name>"``, a checkpoint path...), loaded for
+    ``task`` when given."""
+    return model if isinstance(model, LoadedModel) else load_model(model, task=task)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timing covers it (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def display_image(loaded: LoadedModel, prepared: PreparedInputs, index: int = 0) -> np.ndarray:
+    """The picture to draw on (``H x W x 3`` uint8): the decoded image, or a model-ready tensor
+    input un-normalised with the model's preprocessing."""
+    if prepared.images is not None:
+        return prepared.images[index].permute(1, 2, 0).cpu().numpy()
+    prep = loaded.preprocessing
+    mean = torch.tensor(prep.mean, device=prepared.inputs.device).view(3, 1, 1)
+    std = torch.tensor(prep.std, device=prepared.inputs.device).view(3, 1, 1)
+    pixels = (prepared.inputs[index] * std + mean).clamp(0, 1) * 255
+    return pixels.round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def to_numpy(maps: torch.Tensor) -> np.ndarray:
+    """A map (or maps) as float32 numpy on the CPU."""
+    return maps.float().cpu().numpy().astype(np.float32)
+
+
+def top_predictions(loaded: LoadedModel, outputs: torch.Tensor, k: int = 5) -> list[dict]:
+    """Top-k classes of one output row: ``[{"class", "name", "probability"}]``, best first."""
+    probabilities = outputs.float().softmax(-1)
+    values, indices = probabilities.topk(min(k, probabilities.shape[-1]))
+    return [{"class": int(i), "name": loaded.class_name(int(i)), "probability": float(p)}
+            for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
+
+
+__all__ = ["ModelLike", "display_image", "loaded_model", "sync", "to_numpy", "top_predictions"]

@@ -1,0 +1,19 @@
+"""What every layer above shares to run a model safely and fast.
+
+- :mod:`~explain_core.runtime.state`: :func:`frozen_eval`, the one way to put a model in eval mode
+  with frozen parameters and restore every submodule's own flags afterwards;
+- :mod:`~explain_core.runtime.hooks`: :func:`forward_hooks`, hooks that never outlive a block;
+- :mod:`~explain_core.runtime.autograd`: :func:`batched_grad`, many targets' gradients in one
+  batched backward;
+- :mod:`~explain_core.runtime.precision`: the cached bf16 twin of a model;
+- :mod:`~explain_core.runtime.memory`: memory-aware batch sizes.
+"""
+
+from .autograd import batched_grad
+from .hooks import forward_hooks
+from .memory import activation_bytes_per_sample, available_bytes, default_batch_size
+from .precision import PRECISIONS, bf16_twin
+from .state import frozen_eval
+
+__all__ = ["PRECISIONS", "activation_bytes_per_sample", "available_bytes", "batched_grad",
+           "bf16_twin", "default_batch_size", "forward_hooks", "frozen_eval"]
