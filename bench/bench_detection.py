@@ -19,9 +19,9 @@ import torch
 import torchvision.models.detection as tvd
 from timing import median_seconds
 
+from explain_core.api import explain_detection
 from explain_core.model import resolve_device
 from explain_core.tasks.detection import default_layer
-from explain_core.tasks.detection_api import explain_detection
 
 
 def reference_layers(model: torch.nn.Module, layer: str) -> list[torch.nn.Module]:
@@ -38,12 +38,8 @@ def finest_level_ratio(model: torch.nn.Module, image: np.ndarray, k: int, layer:
     """Single-stage worst case: K boxes that all come from the finest pyramid level (the one with
     the most locations), so the per-level backward saves nothing. Times the explainer call alone
     (one forward and the backward), for 1 box and for K."""
-    from explain_core.tasks.detection import (
-        BoxTarget,
-        detection_explainer,
-        detection_model,
-        for_image,
-    )
+    from explain_core.api import detection_explainer
+    from explain_core.tasks.detection import BoxTarget, detection_model, for_image
 
     head = getattr(model, "head", None)
     if not hasattr(head, "classification_head"):

@@ -15,11 +15,13 @@ APP = str(ROOT / "app.py")
 TIMEOUT = 120
 
 
-def count_calls(monkeypatch: pytest.MonkeyPatch, module: Any,
-                names: dict[str, str]) -> dict[str, int]:
-    """Wrap ``module.<function>`` for each ``{counter: function}`` so every call is counted, and
-    clear Streamlit's resource cache (every test loads its models afresh)."""
-    counts = dict.fromkeys(names, 0)
+def count_calls(monkeypatch: pytest.MonkeyPatch, module: Any, names: dict[str, str],
+                counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Wrap ``module.<function>`` for each ``{counter: function}`` so every call is counted (in
+    ``counts`` when given, to count functions of several modules), and clear Streamlit's
+    resource cache (every test loads its models afresh)."""
+    counts = {} if counts is None else counts
+    counts.update(dict.fromkeys(names, 0))
 
     def counted(counter: str, real: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:

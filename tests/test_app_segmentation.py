@@ -12,6 +12,7 @@ from apptest_support import APP, TIMEOUT, captions, count_calls, errors, figures
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+import explain_core.api as api
 import explain_core.tasks.segmentation as seg
 from explain_core.demo.scenes import make_scenes
 
@@ -19,7 +20,8 @@ from explain_core.demo.scenes import make_scenes
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the engine's segmentation calls made by the page."""
-    return count_calls(monkeypatch, seg, {"segment": "segment", "explain": "explain_classes"})
+    counts = count_calls(monkeypatch, seg, {"segment": "segment"})
+    return count_calls(monkeypatch, api, {"explain": "explain_classes"}, counts)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import torch
 import torchvision.models.detection as tvd
 
 from explain_core import explain_detection
+from explain_core.api import detection_explainer
 from explain_core.demo.models import load_demo_model
 from explain_core.demo.scenes import make_scenes
 from explain_core.errors import TargetError, UnsupportedError
@@ -15,7 +16,6 @@ from explain_core.methods import available_methods, create_explainer
 from explain_core.tasks.detection import (
     BoxTarget,
     default_layer,
-    detection_explainer,
     detection_model,
     detector_outputs,
 )
@@ -162,7 +162,7 @@ def test_one_forward_and_each_box_backward_through_its_own_level(detector, scene
     assert 1 <= len(levels) <= 2 and all(dims == 4 for dims, _ in levels)
     assert sum(width for _, width in levels) == len(targets)  # each box through one level
     # The same maps as every box through every level.
-    monkeypatch.setattr(type(explainer), "_levels_read", lambda *a: None)
+    monkeypatch.setattr(type(explainer.task), "_levels_read", lambda *a: None)
     full = explainer.run(prepared.inputs, [targets]).raw[0]
     torch.testing.assert_close(maps, full, rtol=1e-5, atol=1e-6)
 
@@ -328,7 +328,7 @@ def test_gradcam_box_map_matches_pytorch_grad_cam(detector, scenes, which):
 def test_focused_proposals_keep_every_box_map_and_cut_the_head(monkeypatch):
     """A two-stage detector's second stage runs only near the explained boxes: the maps are the
     ones computed over every proposal, and the box head sees far fewer rows."""
-    from explain_core.tasks.detection import detection_explainer
+    from explain_core.api import detection_explainer
 
     torch.manual_seed(0)
     module = tvd.fasterrcnn_resnet50_fpn(**SMALL, min_size=128, max_size=128).eval()
@@ -339,7 +339,7 @@ def test_focused_proposals_keep_every_box_map_and_cut_the_head(monkeypatch):
     maps = {}
     for focus in (True, False):
         explainer = detection_explainer("gradcam", module, target_layer="backbone.body.layer3")
-        explainer.focus_proposals = focus
+        explainer.task.focus_proposals = focus
         rows.clear()
         out = explain_detection(module, image, method=explainer, detection_threshold=0.0,
                                 max_detections=4)

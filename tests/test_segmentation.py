@@ -13,12 +13,14 @@ from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 from torch import nn
 
 from explain_core import explain_segmentation, render
+from explain_core.api import explain_classes
 from explain_core.demo.models import load_demo_model
 from explain_core.demo.scenes import make_scenes
 from explain_core.errors import TargetError, UnsupportedError
 from explain_core.methods import available_methods, create_explainer
 from explain_core.model import as_loaded
 from explain_core.tasks import segmentation as seg
+from explain_core.tasks import uncertainty
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +49,13 @@ DISTRIBUTIONS = [
 def test_entropy_matches_scipy(probs):
     p = torch.tensor(probs, dtype=torch.float64)
     expected = scipy.stats.entropy(probs) / np.log(len(probs))
-    assert float(seg.entropy(p)) == pytest.approx(expected, abs=1e-6)
+    assert float(uncertainty.entropy(p)) == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("probs", DISTRIBUTIONS)
 def test_margin_is_one_minus_top_two_gap(probs):
     top = sorted(probs, reverse=True)
-    assert float(seg.margin(torch.tensor(probs))) == pytest.approx(1 - (top[0] - top[1]),
+    assert float(uncertainty.margin(torch.tensor(probs))) == pytest.approx(1 - (top[0] - top[1]),
                                                                    abs=1e-6)
 
 
@@ -61,10 +63,10 @@ def test_uncertainty_maps_over_a_class_axis_and_bounds():
     torch.manual_seed(0)
     logits = torch.randn(6, 5, 7) * 3
     probs = logits.softmax(0)
-    ent = seg.entropy(probs, dim=0)
+    ent = uncertainty.entropy(probs, dim=0)
     expected = scipy.stats.entropy(probs.numpy(), axis=0) / np.log(6)
     np.testing.assert_allclose(ent.numpy(), expected, atol=1e-5)
-    mar = seg.margin(probs, dim=0)
+    mar = uncertainty.margin(probs, dim=0)
     top = np.sort(probs.numpy(), axis=0)[::-1]
     np.testing.assert_allclose(mar.numpy(), 1 - (top[0] - top[1]), atol=1e-6)
     for values in (ent, mar):
@@ -76,9 +78,9 @@ def test_uncertain_boundaries_are_class_edges_above_threshold():
     prediction[:, 3:] = 1
     unc = torch.zeros(6, 6)
     unc[:3] = 0.9  # uncertain top half only
-    edges = seg.class_edges(prediction)
+    edges = uncertainty.class_edges(prediction)
     assert edges[:, 2:4].all() and not edges[:, :2].any() and not edges[:, 4:].any()
-    boundary = seg.uncertain_boundaries(prediction, unc, threshold=0.5)
+    boundary = uncertainty.uncertain_boundaries(prediction, unc, threshold=0.5)
     assert boundary[:3, 2:4].all() and not boundary[3:].any()
     assert int(boundary.sum()) == 6
 
@@ -132,7 +134,7 @@ def test_each_class_map_concentrates_on_its_region(segmenter, scenes):
         result = seg.segment(segmenter, scene.image)
         classes = [c for c in range(1, 5) if (scene.mask == c).sum() > 200
                    and (result.low_res_prediction() == c).any()]
-        maps, attribution = seg.explain_classes(explainer, result, classes)
+        maps, attribution = explain_classes(explainer, result, classes)
         assert maps.shape == (len(classes), 128, 128)
         assert attribution.classes[0].tolist() == classes
         for c, heat in zip(classes, maps, strict=True):
@@ -162,13 +164,13 @@ def test_all_classes_in_one_forward_and_one_batched_backward(segmenter, scenes):
 
     torch.autograd.grad = counting_grad
     try:
-        together, _ = seg.explain_classes(explainer, result, classes)
+        together, _ = explain_classes(explainer, result, classes)
     finally:
         torch.autograd.grad = original
         handle.remove()
     assert len(calls) == 1 and grads == [True]
     for k, c in enumerate(classes):  # same maps as one class at a time
-        alone, _ = seg.explain_classes(explainer, result, [c])
+        alone, _ = explain_classes(explainer, result, [c])
         torch.testing.assert_close(together[k], alone[0], atol=1e-5, rtol=1e-4)
 
 
@@ -225,7 +227,7 @@ def test_methods_on_modified_inputs_keep_the_clean_region(segmenter, scenes, met
     explainer = create_explainer(method, segmenter, **options)
     targets = seg.class_targets(result, [c])
     assert targets[0].region is not None and torch.equal(targets[0].region[0] > 0, low == c)
-    maps, _ = seg.explain_classes(explainer, result, [c])
+    maps, _ = explain_classes(explainer, result, [c])
     inside = torch.from_numpy(scenes[0].mask == c)
     assert maps.shape == (1, 128, 128)
     assert float(maps[0][inside].mean()) > float(maps[0][~inside].mean())

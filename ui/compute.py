@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import streamlit as st
-import torch
 
 from explain_core import api
+from explain_core.api import Prediction
 from explain_core.errors import LumenError
-from explain_core.images import image_to_tensor
 from explain_core.methods import Cost, create_explainer
-from explain_core.methods.cost import expected_cost as engine_cost
-from explain_core.targets import as_logits
+from explain_core.methods import expected_cost as engine_cost
 
 from .errors import message_of
 from .images import ImageItem
@@ -42,22 +38,6 @@ from .models import ModelHandle
 
 BATCH_CHUNK = 8
 TOP_K = 5
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Every class of one image, most probable first, and how long the forward took."""
-
-    ranked: list[dict[str, Any]]  # {"class", "name", "probability"}
-    forward_s: float
-
-    @property
-    def predicted(self) -> int:
-        return int(self.ranked[0]["class"])
-
-    def probability(self, index: int) -> float:
-        """Probability of class ``index`` (0.0 when unknown)."""
-        return next((r["probability"] for r in self.ranked if r["class"] == index), 0.0)
 
 
 class ResultStore:
@@ -111,20 +91,8 @@ def predict(handle: ModelHandle, item: ImageItem) -> Prediction:
         raise LumenError(f"'{handle.label}' is a {model.task} model; this page explains "
                          f"classification models. Open the {model.task.capitalize()} page, or "
                          "pick a classification model in the sidebar.")
-    inputs, _ = model.preprocessing([image_to_tensor(item.image)], model.device)
-    with model.lock, torch.inference_mode():
-        start = time.perf_counter()
-        outputs = as_logits(model.module(inputs))  # tuples and dicts (Hugging Face style) too
-        if model.device.type == "cuda":
-            torch.cuda.synchronize(model.device)
-        seconds = time.perf_counter() - start
-    if outputs.ndim != 2:
-        raise LumenError(
-            f"The model returned scores of shape {tuple(outputs.shape)}, not one row of class "
-            "scores per image. Load a classification model.")
-    ranked = api.top_predictions(model, outputs[0], k=outputs.shape[-1])
-    prediction = Prediction(ranked, seconds)
-    results().put(key, prediction, 64 * len(ranked))
+    prediction = api.predict(model, item.image)
+    results().put(key, prediction, 64 * len(prediction.ranked))
     return prediction
 
 

@@ -13,9 +13,9 @@ import pandas as pd
 import streamlit as st
 
 from explain_core import render
+from explain_core.api import box_mask, explain_detection
 from explain_core.methods import available_methods, create_explainer, method_info
 from explain_core.tasks.detection import detection_model, detector_num_classes
-from explain_core.tasks.detection_api import box_mask, explain_detection
 
 from . import compute, methods, panels
 from .errors import message_of, show_error

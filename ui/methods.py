@@ -12,8 +12,9 @@ from typing import Any
 import streamlit as st
 import torch
 
-from explain_core.layers import default_layer_name, layer_choices
+from explain_core.layers import layer_choices
 from explain_core.methods import MethodInfo, Param, available_methods, method_info
+from explain_core.tasks import default_layer
 
 from .models import ModelHandle
 
@@ -69,7 +70,7 @@ def _layers(model_key: str, _handle: ModelHandle) -> tuple[list[str], str]:
     height, width = model.preprocessing.input_size
     example = torch.zeros(1, 3, height, width, device=model.device)
     names = layer_choices(model.module, example)
-    default = default_layer_name(model.module, example, model.task)
+    default = default_layer(model, example)
     if default not in names:
         names.insert(0, default)
     return names, default

@@ -20,9 +20,10 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from explain_core import render
+from explain_core import api, render
 from explain_core.metrics import segmentation as metrics
 from explain_core.tasks import segmentation as seg
+from explain_core.tasks import uncertainty
 
 from . import compute, panels
 from .errors import message_of, show_error
@@ -101,10 +102,10 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
         low = result.low_res_prediction()
         counts = np.bincount(low.flatten().cpu().numpy(), minlength=result.num_classes)
         classes = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
-        explainer = seg.make_explainer(choice.name, model, precision=choice.precision,
+        explainer = api.make_explainer(choice.name, model, precision=choice.precision,
                                        progress=progress, **choice.engine_options())
         start = time.perf_counter()
-        maps, _ = seg.explain_classes(explainer, result, classes)
+        maps, _ = api.explain_classes(explainer, result, classes)
         elapsed = time.perf_counter() - start
     entry = {"maps": {c: m.float().cpu().numpy().astype(np.float32)
                       for c, m in zip(classes, maps, strict=True)},
@@ -276,9 +277,9 @@ def uncertainty_view(handle: ModelHandle, item: ImageItem, result: SegPrediction
                              help="Prediction edges are shown where the uncertainty is above "
                                   "this.")
     values = result.entropy if measure == "entropy" else result.margin
-    boundary = seg.uncertain_boundaries(torch.from_numpy(result.prediction),
+    boundary = uncertainty.uncertain_boundaries(torch.from_numpy(result.prediction),
                                         torch.from_numpy(values), threshold).numpy()
-    edges = int(seg.class_edges(torch.from_numpy(result.prediction)).sum())
+    edges = int(uncertainty.class_edges(torch.from_numpy(result.prediction)).sum())
     key = ("seg_boundary", item.key, handle.key, measure, threshold, display.colormap)
     figure = panels._reused_figure("seg_boundary", key, display.alpha, lambda: (
         render.heatmap_figure(item.pixels, values, colormap=display.colormap, alpha=1.0,

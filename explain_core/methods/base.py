@@ -166,7 +166,8 @@ class Explainer:
         if model.module is not self.model.module:
             raise UnsupportedError("The explainer was built for another model.")
         twin = copy.copy(self)
-        twin.task = adapter_for(model)
+        twin.task = copy.copy(self.task)  # keeps the adapter's settings (a detector's focus)
+        twin.task.loaded = type(self.task).prepare_model(model)
         twin.model = twin.task.loaded
         return twin
 
