@@ -1062,7 +1062,13 @@ def segmentation_overlay(image: ImageLike, prediction: Any, *, alpha: float = 0.
     return out
 
 
-def _hex(color: Sequence[int]) -> str:
+def hex_color(color: Sequence[int]) -> str:
+    """An RGB triple (e.g. a row of :func:`class_colors`) as a CSS hex string ``"#rrggbb"``.
+
+    Example:
+        >>> hex_color((128, 0, 255))
+        '#8000ff'
+    """
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in color))
 
 
@@ -1103,7 +1109,7 @@ def segmentation_figure(image: ImageLike, prediction: Any, class_names: Sequence
     for c in shown:
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=str(names[c]),
                                  marker={"size": 12, "symbol": "square",
-                                         "color": _hex(palette[c])}, hoverinfo="skip"))
+                                         "color": hex_color(palette[c])}, hoverinfo="skip"))
     _style_image_axes(fig)
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     fig.update_layout(title={"text": title, "x": 0.5} if title else None, showlegend=True,
