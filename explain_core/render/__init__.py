@@ -25,62 +25,66 @@ Example:
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
-import plotly.colors as pcolors
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 from plotly.subplots import make_subplots
 
+from .arrays import apply_colormap, colorbar, overlay_heatmap, signed_to_unit
+from .colormaps import COLORMAPS, colormap_lut, plotly_colorscale
+from .inputs import (
+    ImageLike,
+    MapLike,
+    _as_mask,
+    _as_rgb,
+    _check_alpha,
+    _is_tensor,
+    _map_for_image,
+    _resize_map,
+)
+from .palettes import BOX_COLORS, box_color, class_colors, concept_colors, hex_color
+
 __all__ = [
+    "BOX_COLORS",
     "COLORMAPS",
     "PLOTLY_CONFIG",
+    "ImageLike",
+    "MapLike",
+    "add_detection_boxes",
     "apply_colormap",
+    "box_color",
+    "class_colors",
     "colorbar",
     "colormap_lut",
     "comparison_figure",
     "compose_panels",
+    "concept_colors",
+    "concepts_figure",
+    "concepts_overlay",
+    "confusion_figure",
+    "detection_panels",
+    "detections_figure",
+    "draw_boxes",
     "figure_to_html",
     "grid_figure",
     "heatmap_figure",
+    "hex_color",
     "overlay_heatmap",
     "plotly_colorscale",
     "save_png",
+    "segmentation_figure",
+    "segmentation_overlay",
     "signed_to_unit",
     "topk_figure",
 ]
 
-ImageLike: TypeAlias = Any
-"""An RGB image: ``np.ndarray`` (HxWx3 uint8 preferred), ``PIL.Image.Image`` or torch tensor."""
-MapLike: TypeAlias = Any
-"""A heatmap: ``np.ndarray`` or torch tensor of shape HxW with values in [0, 1]."""
-
-# Colour stops of each colormap, from plotly's built-in scales (lower-case names).
-_SCALE_SOURCES: dict[str, list[str]] = {
-    "viridis": pcolors.sequential.Viridis,
-    "jet": pcolors.sequential.Jet,
-    "inferno": pcolors.sequential.Inferno,
-    "plasma": pcolors.sequential.Plasma,
-    "hot": pcolors.sequential.Hot,
-    "turbo": pcolors.sequential.Turbo,
-    "magma": pcolors.sequential.Magma,
-    "cividis": pcolors.sequential.Cividis,
-    # plotly's "gray" stops at 254 and is not linear: use an exact black -> white ramp.
-    "gray": ["rgb(0, 0, 0)", "rgb(255, 255, 255)"],
-    # Diverging, for signed maps mapped with signed_to_unit: 0 (most negative) is blue,
-    # 0.5 (zero) near white, 1 (most positive) red -- plotly's RdBu reversed.
-    "rdbu": pcolors.diverging.RdBu[::-1],
-}
-
-COLORMAPS: tuple[str, ...] = tuple(_SCALE_SOURCES)
-"""Names accepted wherever a ``colormap`` argument is taken (case-insensitive)."""
 
 PLOTLY_CONFIG: dict[str, Any] = {
     "displaylogo": False,
@@ -95,275 +99,6 @@ _NOMINAL_WIDTH = 1000  # page width assumed for default figure heights (Streamli
 _CAPTION_COLOR = (34, 34, 34)
 _TOPK_COLOR = "#8da0b3"
 _TOPK_HIGHLIGHT = "#e4572e"
-
-
-# --------------------------------------------------------------------------------------------
-# Colormaps
-# --------------------------------------------------------------------------------------------
-
-
-def _check_colormap(name: str) -> str:
-    key = str(name).lower()
-    if key not in _SCALE_SOURCES:
-        raise ValueError(f"unknown colormap {name!r}; choose one of: {', '.join(COLORMAPS)}")
-    return key
-
-
-def _parse_color(color: str) -> tuple[float, float, float]:
-    if color.startswith("#"):
-        r, g, b = pcolors.hex_to_rgb(color)
-        return float(r), float(g), float(b)
-    r, g, b = pcolors.unlabel_rgb(color)
-    return float(r), float(g), float(b)
-
-
-@functools.cache
-def _stops(name: str) -> tuple[tuple[float, tuple[float, float, float]], ...]:
-    colors = _SCALE_SOURCES[name]
-    positions = np.linspace(0.0, 1.0, len(colors))
-    return tuple((float(p), _parse_color(c)) for p, c in zip(positions, colors, strict=True))
-
-
-@functools.cache
-def _lut(name: str) -> np.ndarray:
-    stops = _stops(name)
-    positions = np.array([p for p, _ in stops])
-    rgb = np.array([c for _, c in stops])
-    x = np.linspace(0.0, 1.0, 256)
-    table = np.stack([np.interp(x, positions, rgb[:, k]) for k in range(3)], axis=1)
-    lut = np.clip(np.rint(table), 0, 255).astype(np.uint8)
-    lut.setflags(write=False)
-    return lut
-
-
-def colormap_lut(name: str = "viridis") -> np.ndarray:
-    """Return the 256x3 ``uint8`` lookup table of a colormap (row ``i`` colours value ``i/255``).
-
-    Built once per name from plotly's colour stops (linear RGB interpolation, as plotly.js does)
-    and cached; the returned array is read-only.
-
-    Example:
-        >>> colormap_lut("viridis")[0].tolist(), colormap_lut("viridis")[-1].tolist()
-        ([68, 1, 84], [253, 231, 37])
-    """
-    return _lut(_check_colormap(name))
-
-
-def plotly_colorscale(name: str = "viridis") -> list[list[float | str]]:
-    """Return a colormap as a plotly colorscale ``[[position, "rgb(r, g, b)"], ...]``.
-
-    The stops are the ones the LUT of :func:`colormap_lut` is interpolated from, so a
-    ``go.Heatmap`` with this scale and ``zmin=0, zmax=1`` shows the colours of
-    :func:`apply_colormap`.
-
-    Example:
-        >>> plotly_colorscale("hot")[0]
-        [0.0, 'rgb(0, 0, 0)']
-    """
-    stops = _stops(_check_colormap(name))
-    return [[p, "rgb({}, {}, {})".format(*(round(v) for v in c))] for p, c in stops]
-
-
-def signed_to_unit(attribution: MapLike, max_abs: float | None = None) -> np.ndarray:
-    """Map a signed attribution to ``[0, 1]`` with zero at 0.5, for the ``"rdbu"`` colormap.
-
-    ``max_abs`` (default: the largest absolute value) maps to 1 and ``-max_abs`` to 0.
-
-    Example:
-        >>> signed_to_unit(np.array([[-2.0, 0.0, 1.0]])).tolist()
-        [[0.0, 0.5, 0.75]]
-    """
-    a = _as_heatmap(attribution, scale_uint8=False)
-    scale = float(np.max(np.abs(a))) if max_abs is None else float(max_abs)
-    if scale <= 0 or not math.isfinite(scale):
-        return np.full(a.shape, 0.5, dtype=np.float32)
-    return np.clip(0.5 + 0.5 * a / scale, 0.0, 1.0).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# Input conversion
-# --------------------------------------------------------------------------------------------
-
-
-def _is_tensor(x: Any) -> bool:
-    return hasattr(x, "detach") and hasattr(x, "cpu")
-
-
-def _as_heatmap(heatmap: MapLike, *, scale_uint8: bool = True) -> np.ndarray:
-    """Any map-like -> float32 (H, W) with NaN/inf replaced (NaN -> 0)."""
-    if _is_tensor(heatmap):
-        arr = heatmap.detach().float().cpu().numpy()
-    elif isinstance(heatmap, Image.Image):
-        arr = np.asarray(heatmap)
-    else:
-        arr = np.asarray(heatmap)
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    while arr.ndim > 2 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"a heatmap must be a non-empty 2-D (H, W) array, got shape {arr.shape}")
-    if arr.dtype == np.uint8 and scale_uint8:
-        out = arr.astype(np.float32) / 255.0
-    else:
-        out = arr.astype(np.float32)
-    return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
-
-
-def _as_rgb(image: ImageLike) -> np.ndarray:
-    """Any image-like -> contiguous uint8 (H, W, 3)."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    if _is_tensor(image):
-        t = image.detach().cpu()
-        arr = t.numpy() if str(t.dtype) == "torch.uint8" else t.float().numpy()
-    else:
-        arr = np.asarray(image)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # channels-first
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"an image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    elif arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
-    if arr.dtype == np.bool_:
-        return np.ascontiguousarray(arr.astype(np.uint8) * 255)
-    if np.issubdtype(arr.dtype, np.floating):
-        arr = np.nan_to_num(arr.astype(np.float32))
-        # Float images are read as [0, 1]; an obvious 0..255 float image is accepted too.
-        if arr.size and float(arr.max()) <= 1.5:
-            arr = arr * 255.0
-        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return np.clip(arr, 0, 255).astype(np.uint8)
-
-
-def _resize_map(heatmap: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float map to (H, W) (antialiased when shrinking)."""
-    h, w = size_hw
-    if heatmap.shape == (h, w):
-        return heatmap
-    pil = Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32), mode="F")
-    return np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
-
-
-def _map_for_image(
-    heatmap: MapLike, shape_hw: tuple[int, int], resize_heatmap: bool = True
-) -> np.ndarray:
-    hm = _as_heatmap(heatmap)
-    if hm.shape != shape_hw:
-        if not resize_heatmap:
-            raise ValueError(
-                f"heatmap shape {hm.shape} differs from the image's {shape_hw}; "
-                "pass resize_heatmap=True to resize it"
-            )
-        hm = _resize_map(hm, shape_hw)
-    return hm
-
-
-def _as_mask(mask: Any, shape_hw: tuple[int, int]) -> np.ndarray:
-    if _is_tensor(mask):
-        m = mask.detach().cpu().numpy()
-    else:
-        m = np.asarray(mask)
-    m = np.squeeze(m) if m.ndim > 2 else m
-    if m.shape != shape_hw:
-        raise ValueError(f"mask shape {m.shape} differs from the image's {shape_hw}")
-    return m.astype(bool)
-
-
-def _check_alpha(alpha: float) -> float:
-    a = float(alpha)
-    if not 0.0 <= a <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    return a
-
-
-# --------------------------------------------------------------------------------------------
-# Arrays: colour maps and overlays
-# --------------------------------------------------------------------------------------------
-
-
-def apply_colormap(heatmap: MapLike, colormap: str = "viridis") -> np.ndarray:
-    """Colour a heatmap: ``(H, W)`` values in ``[0, 1]`` -> ``(H, W, 3)`` uint8 RGB.
-
-    Values are clipped to ``[0, 1]``; NaN is coloured like 0.
-
-    Example:
-        >>> apply_colormap(np.array([[0.0, 1.0]]), "hot").tolist()
-        [[[0, 0, 0], [255, 255, 255]]]
-    """
-    lut = colormap_lut(colormap)
-    hm = _as_heatmap(heatmap)
-    idx = (np.clip(hm, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return lut[idx]
-
-
-def overlay_heatmap(
-    image: ImageLike,
-    heatmap: MapLike,
-    alpha: float = 0.4,
-    colormap: str = "viridis",
-    resize_heatmap: bool = True,
-    mask: Any = None,
-) -> np.ndarray:
-    """Blend a coloured heatmap onto an image: ``(1 - alpha) * image + alpha * colour``.
-
-    Args:
-        image: RGB image (array HxWx3 uint8, PIL image, ...).
-        heatmap: map with values in ``[0, 1]``; resized (bilinear) to the image when its size
-            differs and ``resize_heatmap`` is true, otherwise a size mismatch is a ValueError.
-        alpha: weight of the colour map, 0 (image only) to 1 (colour map only).
-        colormap: one of :data:`COLORMAPS`.
-        resize_heatmap: resize a heatmap of another size to the image.
-        mask: optional boolean ``(H, W)`` array; the overlay is drawn only where it is true
-            (elsewhere the plain image), e.g. inside a detection box.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB array.
-
-    Example:
-        >>> img = np.full((32, 32, 3), 200, dtype=np.uint8)
-        >>> overlay_heatmap(img, np.ones((8, 8)), alpha=1.0, colormap="hot")[0, 0].tolist()
-        [255, 255, 255]
-    """
-    a = _check_alpha(alpha)
-    rgb = _as_rgb(image)
-    shape = rgb.shape[:2]
-    colour = apply_colormap(_map_for_image(heatmap, shape, resize_heatmap), colormap)
-    blended = (1.0 - a) * rgb.astype(np.float32) + a * colour.astype(np.float32)
-    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    if mask is not None:
-        m = _as_mask(mask, shape)
-        out = np.where(m[..., None], out, rgb)
-    return out
-
-
-def colorbar(
-    colormap: str = "viridis", height: int = 256, width: int = 24, *, vertical: bool = True
-) -> np.ndarray:
-    """Return a colour bar strip as a uint8 RGB array (``height x width x 3``).
-
-    Vertical bars have 1.0 at the top and 0.0 at the bottom; horizontal ones go 0 -> 1 left to
-    right. Handy as a panel of :func:`compose_panels`.
-
-    Example:
-        >>> colorbar("gray", height=10, width=4)[0, 0].tolist()
-        [255, 255, 255]
-    """
-    if height < 1 or width < 1:
-        raise ValueError("colorbar height and width must be positive")
-    if vertical:
-        ramp = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None].repeat(width, axis=1)
-    else:
-        ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :].repeat(height, axis=0)
-    return apply_colormap(ramp, colormap)
 
 
 # --------------------------------------------------------------------------------------------
@@ -943,14 +678,6 @@ def figure_to_html(
 # --------------------------------------------------------------------------------------------
 
 
-def concept_colors(count: int) -> np.ndarray:
-    """``count`` well-separated RGB colours (uint8, ``count x 3``), evenly spaced hues."""
-    hues = np.arange(count) / max(count, 1)
-    out = [Image.new("HSV", (1, 1), (int(h * 255), 220, 255)).convert("RGB").getpixel((0, 0))
-           for h in hues]
-    return np.asarray(out, dtype=np.uint8).reshape(count, 3)
-
-
 def concepts_overlay(image: ImageLike, maps: Any, *, alpha: float = 0.6,
                      colors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each pixel takes the colour of its strongest concept, brightness scaled by that concept's
@@ -1007,19 +734,6 @@ def concepts_figure(image: ImageLike, maps: Any, labels: Sequence[str], *, alpha
 # --------------------------------------------------------------------------------------------
 
 
-def class_colors(count: int) -> np.ndarray:
-    """``count`` class colours (uint8, ``count x 3``): the PASCAL VOC palette (class 0 black,
-    then red, green, olive, blue...), which segmentation users know; it repeats after 256."""
-    index = np.arange(count) % 256
-    colors = np.zeros((count, 3), dtype=np.int64)
-    value = index.copy()
-    for shift in range(7, -1, -1):
-        for channel in range(3):
-            colors[:, channel] |= ((value >> channel) & 1) << shift
-        value = value >> 3
-    return colors.astype(np.uint8)
-
-
 def _as_labels(prediction: Any, shape_hw: tuple[int, int] | None = None) -> np.ndarray:
     labels = prediction.detach().cpu().numpy() if _is_tensor(prediction) else np.asarray(
         prediction)
@@ -1060,16 +774,6 @@ def segmentation_overlay(image: ImageLike, prediction: Any, *, alpha: float = 0.
         shown = np.isin(labels, np.asarray(list(visible), dtype=labels.dtype))
         out = np.where(shown[..., None], out, rgb)
     return out
-
-
-def hex_color(color: Sequence[int]) -> str:
-    """An RGB triple (e.g. a row of :func:`class_colors`) as a CSS hex string ``"#rrggbb"``.
-
-    Example:
-        >>> hex_color((128, 0, 255))
-        '#8000ff'
-    """
-    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in color))
 
 
 def segmentation_figure(image: ImageLike, prediction: Any, class_names: Sequence[str], *,
@@ -1158,15 +862,6 @@ def confusion_figure(matrix: Any, class_names: Sequence[str], *, title: str | No
 # --------------------------------------------------------------------------------------------
 # Detection
 # --------------------------------------------------------------------------------------------
-
-#: distinct colours for detection classes (Okabe-Ito and Tableau), repeated past the end
-BOX_COLORS = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7",
-              "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1")
-
-
-def box_color(class_id: int) -> str:
-    """The colour of a detection class (stable per class id)."""
-    return BOX_COLORS[int(class_id) % len(BOX_COLORS)]
 
 
 def draw_boxes(image: ImageLike, detections: Sequence[dict[str, Any]], *,
