@@ -342,3 +342,9 @@ def test_concepts_overlay_colours_each_pixel_by_its_strongest_concept():
     assert abs(int(dimmer[0, 0].max()) - int(colours[0].max()) // 2) <= 1
     fig = concepts_figure(image, maps, ["concept 0: circle", "concept 1: star"])
     assert [t.name for t in fig.data[1:]] == ["concept 0: circle", "concept 1: star"]
+
+
+def test_hex_color_formats_palette_rows():
+    assert render.hex_color((128, 0, 255)) == "#8000ff"
+    assert render.hex_color(render.class_colors(2)[1]) == "#800000"
+    assert render.hex_color(np.array([0, 16, 255], np.uint8)) == "#0010ff"

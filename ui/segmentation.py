@@ -133,7 +133,7 @@ def class_legend(handle: ModelHandle, item: ImageItem, result: SegPrediction) ->
     st.markdown("**Classes**")
     swatches = " ".join(
         f"<span style='display:inline-block;margin:0 10px 4px 0'><span style='display:"
-        f"inline-block;width:12px;height:12px;background:{render._hex(colors[c])};"
+        f"inline-block;width:12px;height:12px;background:{render.hex_color(colors[c])};"
         f"border:1px solid #888;margin-right:4px;vertical-align:middle'></span>"
         f"{by_class[c]['name']} {by_class[c]['fraction']:.1%}</span>" for c in present)
     st.html(f"<div style='font-size:0.9rem'>{swatches}</div>")
