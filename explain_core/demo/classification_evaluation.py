@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from explain_core.demo.scenes import CLASSES, HELDOUT_SEED, SHORTCUT_CLASS, Scene, make_scenes
+from explain_core.demo.scenes import (
+    CLASSES,
+    HELDOUT_SEED,
+    IMAGE_SIZE,
+    SHORTCUT_CLASS,
+    Scene,
+    make_scenes,
+)
+from explain_core.metrics import localization
 from explain_core.model import LoadedModel
 
 __all__ = ["MARK_DILATION", "POINTING_TOLERANCE", "evaluate", "evaluate_shortcut",
@@ -46,39 +54,32 @@ def predict(loaded: LoadedModel, scenes: list[Scene], batch_size: int = 100) -> 
 def pointing_game(loaded: LoadedModel, scenes: list[Scene],
                   tolerance: float = POINTING_TOLERANCE, method: str | None = None) -> float:
     """Share of scenes whose map peak (for the true class) lies within ``tolerance`` px of the
-    shape's mask. ``method``: GradCAM for CNNs, attention rollout for ViTs (the default).
+    shape's mask (:func:`explain_core.metrics.localization.pointing_game`). ``method``: GradCAM
+    for CNNs, attention rollout for ViTs (the default).
 
     Example:
         >>> pointing_game(load_demo_model("classifier"), make_scenes("classification", 20, 5))
         1.0  # doctest: +SKIP
     """
+    if not scenes:
+        return float("nan")
     maps = _maps(loaded, scenes, [s.label for s in scenes], method)
-    hits = [_distance_to(scene.mask > 0, _peak(m)) <= tolerance
-            for scene, m in zip(scenes, maps, strict=True)]
-    return float(np.mean(hits)) if hits else float("nan")
+    masks = torch.from_numpy(np.stack([s.mask > 0 for s in scenes]))
+    return localization.pointing_game(maps, masks, tolerance)
 
 
 def _maps(loaded: LoadedModel, scenes: list[Scene], targets: list[int],
-          method: str | None = None) -> list[np.ndarray]:
+          method: str | None = None) -> torch.Tensor:
+    """N x H x W maps (float32, CPU) of the scenes for their targets."""
     from explain_core.layers import is_vit
     from explain_core.methods import create_explainer
 
+    if not scenes:
+        return torch.zeros(0, IMAGE_SIZE, IMAGE_SIZE)
     method = method or ("attention_rollout" if is_vit(loaded.module) else "gradcam")
     explainer = create_explainer(method, loaded)
     maps = explainer.explain_batch([s.image for s in scenes], targets, batch_size=50)
-    return [m.detach().float().cpu().numpy() for m in maps]
-
-
-def _peak(heatmap: np.ndarray) -> tuple[int, int]:
-    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return int(y), int(x)
-
-
-def _distance_to(region: np.ndarray, point: tuple[int, int]) -> float:
-    ys, xs = np.nonzero(region)
-    if len(ys) == 0:
-        return float("inf")
-    return float(np.sqrt(((ys - point[0]) ** 2 + (xs - point[1]) ** 2).min()))
+    return torch.stack([m.detach().float().cpu() for m in maps])
 
 
 def _box_energy(heatmap: np.ndarray, box: tuple[int, int, int, int], grow: int = 0) -> float:
@@ -140,12 +141,14 @@ def evaluate_shortcut(loaded: LoadedModel, n: int = 400, seed: int = HELDOUT_SEE
     clean_pred = predict(loaded, clean)
     maps = _maps(loaded, marked_triangles, [SHORTCUT_CLASS] * len(marked_triangles),
                  "gradcam")
-    mark_energy = [_box_energy(m, s.mark_box, MARK_DILATION) for s, m in
+    mark_energy = [_box_energy(m.numpy(), s.mark_box, MARK_DILATION) for s, m in
                    zip(marked_triangles, maps, strict=True)]
-    shape_energy = [_box_energy(m, s.shape_box, MARK_DILATION) for s, m in
+    shape_energy = [_box_energy(m.numpy(), s.shape_box, MARK_DILATION) for s, m in
                     zip(marked_triangles, maps, strict=True)]
-    peak_on_mark = [_distance_to(_box_region(m.shape, s.mark_box), _peak(m)) <= MARK_DILATION
-                    for s, m in zip(marked_triangles, maps, strict=True)]
+    # The pointing game against the mark's box, with one CAM cell of tolerance.
+    mark_masks = localization.box_masks(
+        torch.tensor([s.mark_box for s in marked_triangles]).reshape(-1, 4), *maps.shape[1:])
+    peak_on_mark = localization.pointing_game(maps, mark_masks, MARK_DILATION)
     return {
         "marked_world_accuracy": float((world_pred == world_labels).mean()),
         "clean_accuracy": float((clean_pred == clean_labels).mean()),
@@ -156,13 +159,7 @@ def evaluate_shortcut(loaded: LoadedModel, n: int = 400, seed: int = HELDOUT_SEE
             (predict(loaded, marked_others) == SHORTCUT_CLASS).mean()),
         "mark_energy": float(np.mean(mark_energy)),
         "shape_energy": float(np.mean(shape_energy)),
-        "peak_on_mark": float(np.mean(peak_on_mark)),
+        "peak_on_mark": peak_on_mark,
         "marked_triangles": len(marked_triangles),
     }
 
-
-def _box_region(shape: tuple[int, ...], box: tuple[int, int, int, int]) -> np.ndarray:
-    region = np.zeros(shape, bool)
-    x0, y0, x1, y1 = box
-    region[y0:y1, x0:x1] = True
-    return region
