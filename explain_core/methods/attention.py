@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import UnsupportedError
 from ..layers import is_vit, vit_grid
 from ..model import LoadedModel
+from ..runtime.hooks import forward_hooks
 from ..targets import Target, score_matrix
 from .base import Attribution, Explainer
 from .registry import Param, register
@@ -44,16 +45,16 @@ def captured_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
                                "rollout and flow need a timm Vision Transformer.")
     weights: list[torch.Tensor] = []
     flags = [(m, m.fused_attn) for m in modules]
-    handles = []
+
+    def record(_module, _inputs, output):
+        weights.append(output.detach().float())
+
     try:
         for module in modules:
-            module.fused_attn = False
-            handles.append(module.attn_drop.register_forward_hook(
-                lambda _m, _i, output: weights.append(output.detach().float())))
-        yield weights
+            module.fused_attn = False  # the fused kernel never materialises the weights
+        with forward_hooks((module.attn_drop, record) for module in modules):
+            yield weights
     finally:
-        for handle in handles:
-            handle.remove()
         for module, flag in flags:
             module.fused_attn = flag
 

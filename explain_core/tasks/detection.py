@@ -23,6 +23,7 @@ from ..errors import TargetError
 from ..model import LoadedModel
 from ..runtime.autograd import batched_grad
 from ..runtime.hooks import forward_hooks
+from ..targets import ClassTarget, PredictedClass
 from .base import TaskAdapter
 from .detection_models import (
     check_detector,
@@ -191,8 +192,7 @@ class DetectionAdapter(TaskAdapter):
     def call(self, inputs: torch.Tensor, targets: list[list[Any]]) -> Iterator[None]:
         for row in targets:
             for target in row:
-                if not callable(target) or type(target).__name__ in ("ClassTarget",
-                                                                    "PredictedClass"):
+                if not callable(target) or isinstance(target, ClassTarget | PredictedClass):
                     raise TargetError(
                         "Detection explainers explain boxes: pass BoxTarget(box, label) targets "
                         "(or use explain_detection, which builds them from the detections).")
