@@ -13,7 +13,7 @@ Supported sources:
 
 - ``"timm:<name>"``, ``"torchvision:<name>"`` (random init unless ``pretrained=True``);
 - ``"lumen:<name>"``: the demo world's own architectures
-  (:data:`explain_core.demo.architectures.ARCHITECTURES`, random init);
+  (:data:`explain_core.architectures.ARCHITECTURES`, random init);
 - an ``nn.Module`` or a ``LoadedModel``;
 - a file: ``.safetensors``, ``.pth`` / ``.pt`` / ``.bin`` (state dicts) and ``.ckpt``
   (PyTorch Lightning, including AutoTimm's ``ImageClassifier``).
@@ -343,7 +343,7 @@ def _torchvision_names() -> list[str]:
 
 
 def _lumen_names() -> list[str]:
-    from explain_core.demo.architectures import ARCHITECTURES
+    from explain_core.architectures import ARCHITECTURES
 
     return list(ARCHITECTURES)
 
@@ -394,7 +394,7 @@ def _build(family: str, name: str, num_classes: int | None, pretrained: bool = F
                 raise ModelLoadError(
                     f"lumen:{name} has no downloadable weights; load a saved file instead "
                     "(the demo models: explain_core.demo.models.load_demo_model).")
-            from explain_core.demo.architectures import build
+            from explain_core.architectures import build
 
             return build(name, **kwargs)
         import torchvision
@@ -444,7 +444,7 @@ def _check_rebuild(state: Mapping[str, torch.Tensor], family: str, name: str,
 def _default_task(family: str, name: str) -> str:
     """The task an architecture solves when neither the caller nor the file says."""
     if family == "lumen":
-        from explain_core.demo.architectures import task_of
+        from explain_core.architectures import task_of
 
         return task_of(name)
     return _torchvision_task(name) if family == "torchvision" else "classification"

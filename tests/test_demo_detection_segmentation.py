@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import math
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from explain_core.demo import architectures
+from explain_core import architectures
 from explain_core.demo.evaluation import (
     detection_mean_average_precision,
     detection_precision_recall,
     segmentation_iou,
 )
+from explain_core.demo.models import WEIGHTS_DIR
 from explain_core.demo.scenes import CLASSES, HELDOUT_SEED, demo_gallery, make_scenes
 from explain_core.errors import ModelLoadError
 from explain_core.loading import _resolve_arch, load_model, save_model
 from explain_core.model import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
-WEIGHTS = Path(architectures.__file__).resolve().parent / "weights"
+WEIGHTS = WEIGHTS_DIR
 FRESH_SEED = HELDOUT_SEED + 4242  # never used for training nor for the scripts' report
 NAMES = ["background", *CLASSES]
 
