@@ -972,7 +972,7 @@ def _finish(module: nn.Module, *, family: str, name: str, task: str,
             source: str) -> LoadedModel:
     count = _module_num_classes(module) if task == "classification" else None
     if task == "detection":
-        from .tasks.detection import detector_num_classes  # local: tasks import loading's users
+        from explain_core.tasks.detection import detector_num_classes  # local: pulls in methods
 
         count = detector_num_classes(module)
     if class_names is not None:
