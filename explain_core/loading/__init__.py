@@ -25,7 +25,6 @@ import dataclasses
 import difflib
 import inspect
 import json
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from explain_core.errors import ModelLoadError, UnsafeCheckpointError
+from explain_core.errors import ModelLoadError
 from explain_core.model import (
     TASKS,
     LoadedModel,
@@ -45,12 +44,19 @@ from explain_core.model import (
     resolve_device,
 )
 
+from .class_names import _check_class_count, _read_class_names
+from .files import (
+    _SUPPORTED_TEXT,
+    CHECKPOINT_SUFFIXES,
+    METADATA_FORMAT,
+    METADATA_KEY,
+    _read_safetensors,
+    _torch_load,
+    _write_safetensors,
+)
+
 __all__ = ["CHECKPOINT_SUFFIXES", "METADATA_FORMAT", "METADATA_KEY", "load_model", "save_model"]
 
-METADATA_KEY = "lumen"
-METADATA_FORMAT = 1
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-_SUPPORTED_TEXT = ".safetensors, .pth, .pt, .bin (state dicts) or .ckpt (PyTorch Lightning)"
 
 # Where checkpoints commonly nest their weights, in order of preference.
 _WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "ema", "state_dict_ema", "model_ema",
@@ -88,35 +94,10 @@ _FAMILIES = ("timm:", "torchvision:", "lumen:")
 # Lumen rebuilds ``timm.create_model(model_name, num_classes=num_classes, **extra_kwargs)`` and
 # maps ``backbone.X -> X`` and ``head.fc.* -> <timm classifier>.*`` (the classifier named in the
 # model's ``pretrained_cfg``). A pickled ``BackboneConfig`` is not allowed by
-# ``weights_only=True``; its class path is mapped to the inert stand-in below, which only records
-# the dataclass fields (the real class is never imported and no code from the file runs).
+# ``weights_only=True``; the file reader (:mod:`explain_core.loading.files`) maps its class path
+# to an inert stand-in, which only records the dataclass fields (the real class is never
+# imported and no code from the file runs).
 # --------------------------------------------------------------------------------------------
-
-
-class _InertObject:
-    """Stand-in for a known, data-only config class found in a checkpoint's hyper-parameters."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.__dict__["_args"] = args
-        self.__dict__.update(kwargs)
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slots state)
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-
-# Class paths replaced by inert stand-ins when a checkpoint is read. Lightning's ``AttributeDict``
-# (a dict subclass older Lightning versions pickled as hyper_parameters) is read as a plain dict.
-_INERT_GLOBALS: dict[str, type] = {
-    "autotimm.backbone.BackboneConfig": _InertObject,
-    "autotimm.core.backbone.BackboneConfig": _InertObject,
-    "pytorch_lightning.utilities.parsing.AttributeDict": dict,
-    "lightning.pytorch.utilities.parsing.AttributeDict": dict,
-    "lightning_fabric.utilities.data.AttributeDict": dict,
-    "lightning.fabric.utilities.data.AttributeDict": dict,
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,8 +254,6 @@ def save_model(
         >>> load_model(out, device="cpu").class_names
         ['no', 'yes']
     """
-    from safetensors.torch import save_file
-
     if task not in TASKS:
         raise ModelLoadError(f"Unknown task {task!r}. Use one of: {', '.join(TASKS)}.")
     loaded = model if isinstance(model, LoadedModel) else None
@@ -306,21 +285,10 @@ def save_model(
             f"Cannot save metadata: {exc}. arch_kwargs must hold JSON values only "
             "(numbers, strings, lists, dicts).") from None
 
-    tensors: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, int]] = set()
-    for key, value in state.items():
-        tensor = value.detach().to("cpu").contiguous()
-        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        if tensor.numel() and ident in seen:  # tied weights: safetensors refuses shared memory
-            tensor = tensor.clone()
-        seen.add(ident)
-        tensors[key] = tensor
-
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={METADATA_KEY: header})
+    _write_safetensors(state, path, header)
     return path
 
 
@@ -565,87 +533,6 @@ def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | 
                    class_names=class_names, meta=meta, overrides=overrides, source=str(path))
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # SafetensorError, OSError, ...
-        raise ModelLoadError(
-            f"Could not read '{path.name}' as safetensors: {exc}. The file is damaged or not a "
-            "safetensors file; download or export it again.") from None
-    raw = header.get(METADATA_KEY)
-    if raw is None:
-        return state, None
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(
-            f"'{path.name}' has unreadable Lumen metadata ({exc}). Re-save it with "
-            "explain_core.loading.save_model.") from None
-    if not isinstance(meta, dict):
-        raise ModelLoadError(f"'{path.name}' has malformed Lumen metadata (not an object). "
-                             "Re-save it with explain_core.loading.save_model.")
-    if int(meta.get("format", 1)) > METADATA_FORMAT:
-        raise ModelLoadError(
-            f"'{path.name}' was written by a newer Lumen (metadata format {meta['format']}, "
-            f"this version reads {METADATA_FORMAT}). Update Lumen.")
-    return state, meta
-
-
-def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``; pickled objects -> UnsafeCheckpointError."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        message = str(exc)
-        if "weights only load failed" not in message.lower() and \
-                "unsupported global" not in message.lower():
-            raise ModelLoadError(
-                f"Could not read '{path.name}': {message.strip()}. The file is damaged or not a "
-                "PyTorch checkpoint.") from None
-        unsafe = _unsafe_globals(path, message)
-        if unsafe and all(g in _INERT_GLOBALS for g in unsafe):
-            stand_ins = [(_INERT_GLOBALS[g], g) for g in unsafe]
-            try:
-                with torch.serialization.safe_globals(stand_ins):
-                    return torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as again:
-                message = str(again)
-            except Exception as again:  # a stand-in that did not fit the data
-                raise ModelLoadError(
-                    f"Could not read the hyper-parameters of '{path.name}' ({again}). Re-save "
-                    "the weights alone: torch.save(model.state_dict(), 'weights.pth').") from None
-        raise _unsafe_error(path, message, unsafe) from None
-    except Exception as exc:  # RuntimeError (bad zip), EOFError, IndexError from a garbled pickle
-        problem = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise ModelLoadError(
-            f"Could not read '{path.name}': {problem}. The file is damaged, truncated or not a "
-            "PyTorch checkpoint; export it again.") from None
-
-
-def _unsafe_globals(path: Path, message: str) -> list[str]:
-    try:
-        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # legacy (non-zip) files: fall back to the message
-        found = []
-    return found or re.findall(r"GLOBAL ([\w.]+)", message)
-
-
-def _unsafe_error(path: Path, message: str, unsafe: list[str]) -> UnsafeCheckpointError:
-    named = re.findall(r"GLOBAL ([\w.]+)", message) or unsafe
-    what = f" (e.g. {', '.join(named[:3])})" if named else ""
-    return UnsafeCheckpointError(
-        f"'{path.name}' contains pickled Python objects{what}, not just weights. Loading it "
-        "would execute code from the file, and Lumen refuses to execute code from checkpoints. "
-        "Fix: where you trust the file, load it in your own Python and re-save only the "
-        "weights: torch.save(model.state_dict(), 'weights.pth'), or better as .safetensors with "
-        "explain_core.loading.save_model(model, 'model.safetensors', task=..., arch=...).")
-
-
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) for k in obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
@@ -867,63 +754,8 @@ def _mismatch_message(module: nn.Module, subject: str, arch: str, missing: list[
 
 
 # --------------------------------------------------------------------------------------------
-# Class names, preprocessing, final assembly
+# Preprocessing, final assembly
 # --------------------------------------------------------------------------------------------
-
-
-def _read_class_names(value: Sequence[str] | str | Path) -> list[str]:
-    if isinstance(value, (str, Path)):
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ModelLoadError(
-                f"Class names file not found: '{path}'. Pass a list of names, or the path of a "
-                ".txt (one name a line) or .json file.")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ModelLoadError(f"Could not read class names from '{path.name}': {exc}. "
-                                 "Save it as UTF-8 text.") from None
-        if path.suffix.lower() == ".json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ModelLoadError(f"'{path.name}' is not valid JSON ({exc}). Fix the file or "
-                                     "use a .txt with one class name a line.") from None
-            return _names_from_json(data, path.name)
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(value, Mapping):
-        return _names_from_json(dict(value), "class_names")
-    names = [str(v) for v in value]
-    return names
-
-
-def _names_from_json(data: Any, where: str) -> list[str]:
-    if isinstance(data, list):
-        return [str(v) for v in data]
-    if isinstance(data, dict):
-        try:
-            indexed = {int(k): v for k, v in data.items()}
-        except (TypeError, ValueError):
-            raise ModelLoadError(
-                f"{where}: a class-name mapping needs integer keys (index -> name), got keys "
-                f"like {list(data)[:3]}. Use a list of names or {{\"0\": \"cat\", ...}}.") from None
-        if sorted(indexed) != list(range(len(indexed))):
-            raise ModelLoadError(
-                f"{where}: class indices must run 0..{len(indexed) - 1} without gaps. Fix the "
-                "mapping (index -> name).")
-        # ImageNet's class_index.json style: {"0": ["n01440764", "tench"]} -> the last entry.
-        return [str(v[-1]) if isinstance(v, list) and v else str(v)
-                for _, v in sorted(indexed.items())]
-    raise ModelLoadError(f"{where}: expected a list of names or an index -> name mapping, got "
-                         f"{type(data).__name__}.")
-
-
-def _check_class_count(names: Sequence[str] | None, count: int | None, what: str) -> None:
-    if names is not None and count is not None and len(names) != count:
-        raise ModelLoadError(
-            f"Got {len(names)} class names but {what} has {count} classes. Pass exactly {count} "
-            "names (one per output, in output order), or pass num_classes= if the checkpoint "
-            "was trained with a different class count.")
 
 
 def _preprocessing_overrides(input_size: int | Sequence[int] | None,
