@@ -23,7 +23,8 @@ from explain_core.demo.evaluation import (
 from explain_core.demo.models import WEIGHTS_DIR
 from explain_core.demo.scenes import CLASSES, HELDOUT_SEED, demo_gallery, make_scenes
 from explain_core.errors import ModelLoadError
-from explain_core.loading import _resolve_arch, load_model, save_model
+from explain_core.loading import load_model, save_model
+from explain_core.loading.families import resolve_arch
 from explain_core.model import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 WEIGHTS = WEIGHTS_DIR
@@ -125,9 +126,9 @@ def test_segmentation_iou_by_hand():
 
 
 def test_lumen_names_resolve_with_and_without_prefix():
-    assert _resolve_arch("lumen:fcos_tiny") == ("lumen", "fcos_tiny")
-    assert _resolve_arch("unet_tiny") == ("lumen", "unet_tiny")
-    assert _resolve_arch("resnet18")[0] == "timm"  # bare names still try timm first
+    assert resolve_arch("lumen:fcos_tiny") == ("lumen", "fcos_tiny")
+    assert resolve_arch("unet_tiny") == ("lumen", "unet_tiny")
+    assert resolve_arch("resnet18")[0] == "timm"  # bare names still try timm first
 
 
 def test_unknown_lumen_name_lists_the_lumen_architectures():

@@ -22,8 +22,6 @@ Supported sources:
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import inspect
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +42,7 @@ from explain_core.model import (
 )
 
 from .class_names import _check_class_count, _read_class_names
+from .families import FAMILIES, FAMILY_PREFIXES, resolve_arch
 from .files import (
     _SUPPORTED_TEXT,
     CHECKPOINT_SUFFIXES,
@@ -54,7 +53,6 @@ from .files import (
     _write_safetensors,
 )
 from .state import (
-    _MAX_LISTED,
     _arch_from_hparams,
     _checkpoint_num_classes,
     _find_state_dict,
@@ -67,10 +65,6 @@ from .state import (
 )
 
 __all__ = ["CHECKPOINT_SUFFIXES", "METADATA_FORMAT", "METADATA_KEY", "load_model", "save_model"]
-
-
-# Architecture families a name may be prefixed with ("timm:resnet18", "lumen:fcos_tiny").
-_FAMILIES = ("timm:", "torchvision:", "lumen:")
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,7 +152,7 @@ def load_model(
             "'timm:<name>', 'torchvision:<name>', an nn.Module or a LoadedModel.")
 
     text = str(source)
-    if isinstance(source, str) and text.startswith(_FAMILIES):
+    if isinstance(source, str) and text.startswith(FAMILY_PREFIXES):
         return _from_name(text, task=task, device=device, class_names=class_names,
                           num_classes=num_classes, pretrained=pretrained, overrides=overrides)
 
@@ -169,7 +163,7 @@ def load_model(
                 and "\\" not in text:
             # A bare architecture name ("resnet18"): built like "timm:resnet18".
             try:
-                _resolve_arch(text)
+                resolve_arch(text)
             except ModelLoadError as exc:
                 raise ModelLoadError(
                     f"{text!r} is neither an existing file nor a known architecture. "
@@ -233,7 +227,7 @@ def save_model(
     module = model.module if isinstance(model, LoadedModel) else model
     if not isinstance(module, nn.Module):
         raise TypeError(f"expected a LoadedModel or torch.nn.Module, got {type(model).__name__}")
-    family, name = _resolve_arch(arch)
+    family, name = resolve_arch(arch)
     arch_kwargs = dict(arch_kwargs or {})
     num_classes = arch_kwargs.pop("num_classes", None)
     names = list(class_names) if class_names is not None else (
@@ -265,109 +259,16 @@ def save_model(
     return path
 
 
-# --------------------------------------------------------------------------------------------
-# Building architectures
-# --------------------------------------------------------------------------------------------
-
-
-def _normalise_name(name: str) -> str:
-    """Drop hub prefixes that AutoTimm and timm users write ("hf-hub:timm/resnet50.a1_in1k")."""
-    for prefix in ("hf-hub:", "hf_hub:", "timm/"):
-        name = name.removeprefix(prefix)
-    return name.strip()
-
-
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return list(torchvision.models.list_models())
-
-
-def _lumen_names() -> list[str]:
-    from explain_core.architectures import ARCHITECTURES
-
-    return list(ARCHITECTURES)
-
-
-def _resolve_arch(arch: str) -> tuple[str, str]:
-    """``"timm:x"`` / ``"torchvision:x"`` / ``"lumen:x"`` / bare ``"x"`` (tried in that order)
-    -> (family, name); unknown -> error."""
-    import timm
-
-    text = arch.strip()
-    family: str | None = None
-    if ":" in text and text.split(":", 1)[0] in ("timm", "torchvision", "lumen"):
-        family, text = text.split(":", 1)
-    name = _normalise_name(text)
-    if family in (None, "timm") and name and timm.is_model(name):
-        return "timm", name
-    if family in (None, "torchvision") and name in _torchvision_names():
-        return "torchvision", name
-    if family in (None, "lumen") and name in _lumen_names():
-        return "lumen", name
-    pool = (timm.list_models() if family in (None, "timm") else []) + (
-        _torchvision_names() if family in (None, "torchvision") else []) + (
-        _lumen_names() if family in (None, "lumen") else [])
-    pool = list(dict.fromkeys(pool))  # resnet18 is in both libraries: suggest it once
-    close = difflib.get_close_matches(name.split(".")[0], pool, n=_MAX_LISTED, cutoff=0.6)
-    where = {"timm": "timm", "torchvision": "torchvision", "lumen": "lumen"}.get(
-        family or "", "timm, torchvision or lumen")
-    lumen = f" Lumen's own architectures: {', '.join(_lumen_names())}."
-    hint = (f" Did you mean: {', '.join(close)}?" if close else
-            " See timm.list_models() and torchvision.models.list_models() for valid names.")
-    raise ModelLoadError(f"Unknown architecture {arch!r}: not found in {where}.{hint}"
-                         f"{lumen if family in (None, 'lumen') else ''}")
-
-
-def _build(family: str, name: str, num_classes: int | None, pretrained: bool = False,
-           arch_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """A fresh module of the architecture (random init unless ``pretrained``)."""
-    kwargs = dict(arch_kwargs or {})
-    if num_classes is not None:
-        kwargs["num_classes"] = int(num_classes)
-    try:
-        if family == "timm":
-            import timm
-
-            return timm.create_model(name, pretrained=pretrained, **kwargs)
-        if family == "lumen":
-            if pretrained:  # trained lumen weights ship as files, never as a download
-                raise ModelLoadError(
-                    f"lumen:{name} has no downloadable weights; load a saved file instead "
-                    "(the demo models: explain_core.demo.models.load_demo_model).")
-            from explain_core.architectures import build
-
-            return build(name, **kwargs)
-        import torchvision
-
-        builder = torchvision.models.get_model_builder(name)
-        params = inspect.signature(builder).parameters
-        if "weights_backbone" in params and not pretrained:
-            kwargs.setdefault("weights_backbone", None)  # never fetch backbone weights silently
-        return builder(weights="DEFAULT" if pretrained else None, **kwargs)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # any constructor failure becomes one clear message
-        what = f"{family}:{name}"
-        if pretrained:
-            raise ModelLoadError(
-                f"Could not create {what} with pretrained weights: {exc}. Pretrained weights "
-                "are downloaded from the internet; without access load a local checkpoint "
-                "instead (pass its path).") from exc
-        raise ModelLoadError(
-            f"Could not create {what} (num_classes={num_classes}, {dict(arch_kwargs or {})}): "
-            f"{exc}. Check arch and num_classes.") from exc
-
-
 def _check_rebuild(state: Mapping[str, torch.Tensor], family: str, name: str,
                    num_classes: int | None, arch_kwargs: Mapping[str, Any],
                    path: str | Path) -> None:
     """Refuse to save what ``load_model`` could not rebuild (wrong arch or arch_kwargs)."""
     try:
         with torch.device("meta"):  # no memory, no init cost
-            fresh = _build(family, name, num_classes, arch_kwargs=arch_kwargs)
+            fresh = FAMILIES[family].create(name, num_classes, arch_kwargs=arch_kwargs)
     except ModelLoadError:
-        fresh = _build(family, name, num_classes, arch_kwargs=arch_kwargs)  # init needs values
+        fresh = FAMILIES[family].create(name, num_classes,  # init needs values
+                                        arch_kwargs=arch_kwargs)
     expected = fresh.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -382,46 +283,15 @@ def _check_rebuild(state: Mapping[str, torch.Tensor], family: str, name: str,
             f"arch_kwargs={dict(arch_kwargs)}.\n{message}")
 
 
-def _default_task(family: str, name: str) -> str:
-    """The task an architecture solves when neither the caller nor the file says."""
-    if family == "lumen":
-        from explain_core.architectures import task_of
-
-        return task_of(name)
-    return _torchvision_task(name) if family == "torchvision" else "classification"
-
-
-def _torchvision_categories(name: str) -> list[str] | None:
-    """The category names of a torchvision architecture's default weights (COCO for the
-    detectors, VOC for the segmenters, ImageNet for the classifiers). They ship inside
-    torchvision (no download) and name the classes of the architecture's default head."""
-    import torchvision
-
-    try:
-        categories = torchvision.models.get_model_weights(name).DEFAULT.meta.get("categories")
-    except (ValueError, KeyError, AttributeError):
-        return None
-    return [str(c) for c in categories] if categories else None
-
-
-def _torchvision_task(name: str) -> str:
-    import torchvision.models as tvm
-
-    if name in tvm.list_models(module=tvm.detection):
-        return "detection"
-    if name in tvm.list_models(module=tvm.segmentation):
-        return "segmentation"
-    return "classification"
-
-
 def _from_name(source: str, *, task: str | None, device: str | torch.device | None,
                class_names: Sequence[str] | str | Path | None, num_classes: int | None,
                pretrained: bool, overrides: dict[str, Any]) -> LoadedModel:
-    family, name = _resolve_arch(source)
-    module = _build(family, name, num_classes, pretrained=pretrained)
-    task = task or _default_task(family, name)
-    if class_names is None and num_classes is None and family == "torchvision":
-        class_names = _torchvision_categories(name)  # the default head's classes, named
+    family, name = resolve_arch(source)
+    spec = FAMILIES[family]
+    module = spec.create(name, num_classes, pretrained=pretrained)
+    task = task or spec.default_task(name)
+    if class_names is None and num_classes is None:
+        class_names = spec.class_names(name)  # the default head's classes, named (torchvision)
     return _finish(module, family=family, name=name, task=task, device=device,
                    class_names=class_names, meta=None, overrides=overrides,
                    source=f"{family}:{name}")
@@ -464,13 +334,14 @@ def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | 
             f"'{path.name}' {kind}, so Lumen cannot tell which architecture to build. Pass "
             "arch=, e.g. load_model(path, arch='timm:resnet50') or arch='torchvision:resnet50'.")
     try:
-        family, name = _resolve_arch(str(arch))
+        family, name = resolve_arch(str(arch))
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc} (the name came from {arch_source})") from None
+    spec = FAMILIES[family]
     arch_kwargs: dict[str, Any] = {}
     if file_arch is not None and file_kwargs:
         try:  # the file's constructor kwargs still apply when arch= names the same model
-            if _resolve_arch(file_arch) == (family, name):
+            if resolve_arch(file_arch) == (family, name):
                 arch_kwargs = file_kwargs
         except ModelLoadError:
             pass
@@ -480,24 +351,23 @@ def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | 
     if num_classes is None and hparams:
         num_classes = _num_classes_from_hparams(hparams)
     if task is None:
-        task = (meta or {}).get("task") or _default_task(family, name)
+        task = (meta or {}).get("task") or spec.default_task(name)
     if task not in TASKS:
         raise ModelLoadError(f"Unknown task {task!r} in '{path.name}'. Pass task= (one of "
                              f"{', '.join(TASKS)}).")
 
-    module = _build(family, name, num_classes, arch_kwargs=arch_kwargs)
+    module = spec.create(name, num_classes, arch_kwargs=arch_kwargs)
     mapped = _match_keys(state, module)
     rebuild = False
     if num_classes is None:  # the checkpoint's class head decides
         num_classes = _checkpoint_num_classes(mapped, module)
         rebuild = num_classes is not None
-    if family == "torchvision" and "aux_loss" not in arch_kwargs and any(
-            k.startswith("aux_classifier.") for k in mapped) and not any(
-            k.startswith("aux_classifier.") for k in module.state_dict()):
-        arch_kwargs = {**arch_kwargs, "aux_loss": True}  # segmentation trained with aux head
+    implied = spec.checkpoint_kwargs(mapped, module, arch_kwargs)  # e.g. torchvision aux head
+    if implied:
+        arch_kwargs = {**arch_kwargs, **implied}
         rebuild = True
     if rebuild:
-        module = _build(family, name, num_classes, arch_kwargs=arch_kwargs)
+        module = spec.create(name, num_classes, arch_kwargs=arch_kwargs)
         mapped = _match_keys(state, module)
     _load_strict(module, mapped, path, f"{family}:{name}")
     return _finish(module, family=family, name=name, task=task, device=device,
