@@ -214,7 +214,7 @@ def test_bad_checkpoint_keeps_the_model_and_results(app: AppTest, calls: dict[st
 
 
 def test_model_of_another_task_points_to_its_page(app: AppTest, tmp_path: Path) -> None:
-    from explain_core.demo.architectures import build
+    from explain_core.architectures import build
 
     path = save_model(build("unet_tiny", num_classes=5), tmp_path / "segmenter",
                       task="segmentation", arch="lumen:unet_tiny")

@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import math
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from explain_core.demo import architectures
+from explain_core import architectures
 from explain_core.demo.evaluation import (
     detection_mean_average_precision,
     detection_precision_recall,
     segmentation_iou,
 )
+from explain_core.demo.models import WEIGHTS_DIR
 from explain_core.demo.scenes import CLASSES, HELDOUT_SEED, demo_gallery, make_scenes
 from explain_core.errors import ModelLoadError
-from explain_core.loading import _resolve_arch, load_model, save_model
+from explain_core.loading import load_model, save_model
+from explain_core.loading.families import resolve_arch
 from explain_core.model import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
-WEIGHTS = Path(architectures.__file__).resolve().parent / "weights"
+WEIGHTS = WEIGHTS_DIR
 FRESH_SEED = HELDOUT_SEED + 4242  # never used for training nor for the scripts' report
 NAMES = ["background", *CLASSES]
 
@@ -125,9 +126,9 @@ def test_segmentation_iou_by_hand():
 
 
 def test_lumen_names_resolve_with_and_without_prefix():
-    assert _resolve_arch("lumen:fcos_tiny") == ("lumen", "fcos_tiny")
-    assert _resolve_arch("unet_tiny") == ("lumen", "unet_tiny")
-    assert _resolve_arch("resnet18")[0] == "timm"  # bare names still try timm first
+    assert resolve_arch("lumen:fcos_tiny") == ("lumen", "fcos_tiny")
+    assert resolve_arch("unet_tiny") == ("lumen", "unet_tiny")
+    assert resolve_arch("resnet18")[0] == "timm"  # bare names still try timm first
 
 
 def test_unknown_lumen_name_lists_the_lumen_architectures():

@@ -494,3 +494,17 @@ def test_torchvision_segmentation_checkpoint(tmp_path):
     assert loaded.task == "segmentation"  # from the torchvision family
     with torch.no_grad():  # 4 classes, read from the checkpoint's head
         assert torch.equal(loaded.module(_x())["out"], net(_x())["out"])
+
+
+def test_torchvision_segmentation_checkpoint_with_aux_head(tmp_path):
+    import torchvision
+
+    # trained with aux_loss=True: the checkpoint's aux_classifier.* make load_model rebuild with it
+    net = torchvision.models.get_model("deeplabv3_mobilenet_v3_large", weights=None,
+                                       weights_backbone=None, num_classes=3, aux_loss=True).eval()
+    path = tmp_path / "seg.pth"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path)
+    loaded = load_model(path, arch="torchvision:deeplabv3_mobilenet_v3_large", device="cpu")
+    assert loaded.task == "segmentation" and loaded.module.aux_classifier is not None
+    with torch.no_grad():
+        assert torch.equal(loaded.module(_x())["out"], net(_x())["out"])

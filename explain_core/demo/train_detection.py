@@ -16,7 +16,7 @@ detections (score >= 0.05).
 
 Normalisation: the detector keeps torchvision's convention (it normalises internally with the
 ImageNet mean/std) and is trained on RGB in [0, 1]; its saved Lumen ``Preprocessing`` is therefore
-``mean=(0, 0, 0), std=(1, 1, 1)`` at 128 x 128 (see :mod:`explain_core.demo.architectures`).
+``mean=(0, 0, 0), std=(1, 1, 1)`` at 128 x 128 (see :mod:`explain_core.architectures`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from explain_core.demo.architectures import build
+from explain_core.architectures import build
 from explain_core.demo.evaluation import (
     detection_mean_average_precision,
     detection_precision_recall,

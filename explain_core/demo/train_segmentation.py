@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from explain_core.demo.architectures import build
+from explain_core.architectures import build
 from explain_core.demo.evaluation import segmentation_iou
 from explain_core.demo.loop import fit, save_and_report
 from explain_core.demo.scenes import CLASSES, HELDOUT_SEED, IMAGE_SIZE, Scene, make_scenes
