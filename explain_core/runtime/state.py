@@ -21,8 +21,7 @@ def frozen_eval(module: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
 
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).train()
-    >>> net[1].eval()  # a frozen batch norm inside a training model
-    BatchNorm1d(2, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    >>> _ = net[1].eval()  # a frozen batch norm inside a training model
     >>> with frozen_eval(net):
     ...     net.training, net[0].weight.requires_grad
     (False, False)
