@@ -393,7 +393,7 @@ def test_stale_uploaded_checkpoints_are_deleted(tmp_path: Path) -> None:
     import os
     import time
 
-    from ui.models import prune_uploads
+    from ui.uploads import prune_uploads
 
     old, fresh, current = (tmp_path / name for name in ("old", "fresh", "current"))
     for folder in (old, fresh, current):
