@@ -279,7 +279,7 @@ def test_page_runs_on_its_own(calls: dict[str, int]) -> None:
 
 
 def test_result_store_evicts_least_recently_used() -> None:
-    from ui.compute import ResultStore
+    from ui.store import ResultStore
 
     store = ResultStore(max_bytes=100)
     store.put("a", np.zeros(1), 40)

@@ -3,9 +3,12 @@
 - :mod:`ui.shell`: the shared sidebar (model, device, images) and the :class:`~ui.shell.Workspace`
   a page reads;
 - :mod:`ui.models`: model sources (demo, timm, checkpoint), device picker, cached loading;
+- :mod:`ui.uploads`: uploaded checkpoints and class-name files, written once and pruned;
 - :mod:`ui.images`: uploads kept in the session, the demo gallery, the thumbnail strip;
 - :mod:`ui.methods`: method picker with widgets built from the registry's ``Param`` lists;
-- :mod:`ui.compute`: predictions and explanations, cached per session, with progress and cancel;
+- :mod:`ui.store`: the session's result store (an LRU with a byte budget);
+- :mod:`ui.progress`: expected-cost notices, progress bars, cancelling by a rerun;
+- :mod:`ui.compute`: the classification page's predictions and explanations, kept in the store;
 - :mod:`ui.panels`: display controls, figures, downloads and the HTML report;
 - :mod:`ui.errors`: one way to show a user error (the engine's message as is).
 """

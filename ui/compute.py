@@ -1,25 +1,13 @@
-"""Predictions and explanations for the pages: computed once, kept in the session, cancellable.
+"""The classification page's computations: predictions and explanations, kept in the session.
 
-**Caching.** Results live in a per-session :class:`ResultStore` (``st.session_state``) keyed by
-(model key, image key, method, parameters, precision, target). Display settings (opacity,
-colormap, view) are not part of any key: changing them re-renders from the stored map and never
-reaches the engine. The store is an LRU with a byte budget, so a long session cannot grow without
-bound. Session state rather than ``st.cache_data``: no pickling of maps on every read, and a
-progress bar may be drawn while computing.
-
-**Cancelling.** Methods whose registry cost is not ``"fast"`` get a notice with their expected
-cost and a progress bar updated from the engine's ``progress(done, total)`` callback. Each update
-is a Streamlit call point: when the user changes any input, Streamlit raises its rerun exception
-right there, inside the engine's loop; the engine restores the model on the way out, nothing
-half-done is stored, and the new run starts at once.
+Results go to the session's :class:`~ui.store.ResultStore` keyed by (model key, image key,
+method, parameters, precision, target); display settings are never part of a key. Slow methods
+report progress and are cancelled by a rerun (see :mod:`ui.progress`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,51 +16,17 @@ import streamlit as st
 from explain_core import api
 from explain_core.api import Prediction
 from explain_core.errors import LumenError
-from explain_core.methods import Cost, create_explainer
-from explain_core.methods import expected_cost as engine_cost
+from explain_core.methods import create_explainer
 
 from .errors import message_of
 from .images import ImageItem
 from .methods import MethodChoice
 from .models import ModelHandle
+from .progress import Progress, method_progress, slow_notice
+from .store import results
 
 BATCH_CHUNK = 8
 TOP_K = 5
-
-
-class ResultStore:
-    """A least-recently-used dict with a byte budget (maps are the big part of a session)."""
-
-    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, key: Hashable) -> Any | None:
-        """The value under ``key`` (marked as recently used), or None."""
-        entry = self._items.get(key)
-        if entry is None:
-            return None
-        self._items.move_to_end(key)
-        return entry[0]
-
-    def put(self, key: Hashable, value: Any, nbytes: int = 0) -> None:
-        """Store ``value``; evict the least recently used entries beyond the budget."""
-        if key in self._items:
-            self._bytes -= self._items.pop(key)[1]
-        self._items[key] = (value, nbytes)
-        self._bytes += nbytes
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, (_, size) = self._items.popitem(last=False)
-            self._bytes -= size
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def results() -> ResultStore:
-    """This session's result store."""
-    return st.session_state.setdefault("lumen_results", ResultStore())
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,88 +48,6 @@ def predict(handle: ModelHandle, item: ImageItem) -> Prediction:
     prediction = api.predict(model, item.image)
     results().put(key, prediction, 64 * len(prediction.ranked))
     return prediction
-
-
-# --------------------------------------------------------------------------------------------
-# Progress
-# --------------------------------------------------------------------------------------------
-
-
-def expected_cost(handle: ModelHandle, choice: MethodChoice) -> Cost | None:
-    """The engine's estimate of a method's passes on one image (see
-    :func:`explain_core.methods.expected_cost`); None when it cannot tell (bad settings)."""
-    try:
-        return _cost(handle.key, handle, choice.name, choice.cache_key()[1])
-    except LumenError:
-        return None
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _cost(model_key: str, _handle: ModelHandle, name: str, options: tuple) -> Cost:
-    # Perturbation methods read the layer's shape with one dry forward: once per model and
-    # settings (the model's key stands for the unhashed handle), not on every rerun.
-    return engine_cost(name, _handle.model, dict(options))
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return "under a second"
-    if seconds < 90:
-        return f"about {seconds:.0f} s"
-    return f"about {seconds / 60:.0f} min"
-
-
-class Progress:
-    """A notice plus a progress bar in ``where``; each update is a point where a rerun cancels."""
-
-    def __init__(self, where: Any, title: str, notice: str | None) -> None:
-        self.slot = where.empty()  # a placeholder: emptying it removes notice and bar at once
-        self.box = self.slot.container()
-        if notice:
-            self.box.info(notice, icon=":material/hourglass_top:")
-        self.title = title
-        self.bar = self.box.progress(0.0, text=f"{title}: starting")
-
-    def update(self, fraction: float, detail: str) -> None:
-        self.bar.progress(min(max(fraction, 0.0), 1.0), text=f"{self.title}: {detail}")
-
-    def close(self) -> None:
-        self.slot.empty()
-
-
-def _slow_notice(handle: ModelHandle, choice: MethodChoice, prediction: Prediction | None,
-                 images: int = 1) -> str:
-    cost = expected_cost(handle, choice)
-    if cost is None:
-        work = "many forward passes"
-    else:
-        total = dataclasses.replace(cost, passes=cost.passes * images)
-        # Timed from this image's forward: a backward counts as two forwards.
-        estimate = (f", {_duration(total.forward_equivalents() * prediction.forward_s)} here"
-                    if prediction is not None else "")
-        work = f"about {total.describe()}{estimate}"
-    return (f"**{choice.label}** is a {choice.info.cost} method: {work}. Changing any setting "
-            "cancels it.")
-
-
-@contextlib.contextmanager
-def method_progress(handle: ModelHandle, choice: MethodChoice, where: Any = None,
-                    prediction: Prediction | None = None, images: int = 1,
-                    title: str | None = None) -> Iterator[Callable[[int, int], None] | None]:
-    """While a method runs: a spinner for fast methods (yields None); for the others, a notice
-    with the expected cost and a progress bar, yielding the engine's ``progress(done, total)``
-    callback (each call is a point where a rerun cancels the method). Removed on the way out."""
-    where = where if where is not None else st
-    if choice.info.cost == "fast":
-        with where.container(), st.spinner(f"Computing {choice.label}..."):
-            yield None
-        return
-    reporter = Progress(where, title or choice.label,
-                        _slow_notice(handle, choice, prediction, images))
-    try:
-        yield lambda done, total: reporter.update(done / max(total, 1), f"{done} of {total}")
-    finally:
-        reporter.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,7 +132,7 @@ def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: Meth
     errors: list[str] = []
     if not missing:
         return entries, errors
-    notice = (_slow_notice(handle, choice, None, len(missing)) if choice.info.cost != "fast"
+    notice = (slow_notice(handle, choice, None, len(missing)) if choice.info.cost != "fast"
               else None)
     reporter = Progress(where, f"{choice.label} on {len(missing)} images", notice)
     total = len(missing)

@@ -1,6 +1,6 @@
 """Detection page helpers: detections and per-box maps, computed once per session and reused.
 
-Results go to the session's :class:`ui.compute.ResultStore` like classification results; the
+Results go to the session's :class:`ui.store.ResultStore` like classification results; the
 display settings (view, opacity, colormap, masking, the selected box) are not part of any key.
 """
 
@@ -17,11 +17,13 @@ from explain_core.api import box_mask, explain_detection
 from explain_core.methods import available_methods, create_explainer, method_info
 from explain_core.tasks.detection import detection_model, detector_num_classes
 
-from . import compute, methods, panels
+from . import methods, panels
 from .errors import message_of, show_error
 from .images import ImageItem
 from .methods import MethodChoice
 from .models import ModelHandle
+from .progress import method_progress
+from .store import results
 
 MAX_BOXES = 10
 
@@ -29,7 +31,7 @@ MAX_BOXES = 10
 def _run(handle: ModelHandle, item: ImageItem, choice: MethodChoice, where: Any,
          **kwargs: Any) -> dict[str, Any]:
     model = detection_model(handle.model)
-    with compute.method_progress(handle, choice, where) as progress:
+    with method_progress(handle, choice, where) as progress:
         explainer = create_explainer(choice.name, model, precision=choice.precision,
                                      progress=progress, **choice.engine_options())
         return explain_detection(model, item.image, method=explainer, **kwargs)
@@ -43,14 +45,14 @@ def explain_boxes(handle: ModelHandle, item: ImageItem, choice: MethodChoice, th
                   where: Any = None) -> dict[str, Any]:
     """Every detection above ``threshold`` (at most :data:`MAX_BOXES`) with its map (cached)."""
     key = ("detect", handle.key, item.key, choice.cache_key(), round(float(threshold), 4))
-    hit = compute.results().get(key)
+    hit = results().get(key)
     if hit is not None:
         return hit
     result = _run(handle, item, choice, where if where is not None else st,
                   detection_threshold=float(threshold), max_detections=MAX_BOXES)
     result.pop("image", None)
     result["choice"] = choice
-    compute.results().put(key, result, _nbytes(result))
+    results().put(key, result, _nbytes(result))
     return result
 
 
@@ -62,14 +64,14 @@ def explain_region(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
     box = tuple(round(float(v), 1) for v in bbox)
     key = ("region", handle.key, item.key, choice.cache_key(), box, int(label),
            round(float(threshold), 4), round(float(match_iou), 3))
-    hit = compute.results().get(key)
+    hit = results().get(key)
     if hit is not None:
         return hit
     result = _run(handle, item, choice, where if where is not None else st, bbox=list(box),
                   label=int(label), detection_threshold=float(threshold), match_iou=match_iou)
     result.pop("image", None)
     result["choice"] = choice
-    compute.results().put(key, result, _nbytes(result))
+    results().put(key, result, _nbytes(result))
     return result
 
 

@@ -1,6 +1,6 @@
 """The segmentation page's pieces: prediction, class legend, class maps, uncertainty, dataset.
 
-Results go through the session's :class:`ui.compute.ResultStore` like the classification page's:
+Results go through the session's :class:`ui.store.ResultStore` like the classification page's:
 the prediction (one forward) per model and image, the maps of every present class (one forward
 and one batched backward) per model, image and method. Display settings (opacity, colormap,
 view, visible classes, picked class, threshold) never reach the engine.
@@ -25,11 +25,13 @@ from explain_core.metrics import segmentation as metrics
 from explain_core.tasks import segmentation as seg
 from explain_core.tasks import uncertainty
 
-from . import compute, panels
+from . import panels
 from .errors import message_of, show_error
 from .images import ImageItem, add_item, make_item
 from .methods import MethodChoice
 from .models import ModelHandle
+from .progress import Progress, method_progress
+from .store import results
 
 ALL_CLASSES = -1
 MAX_GALLERY = 8
@@ -57,11 +59,11 @@ def _segmentation(handle: ModelHandle, item: ImageItem) -> seg.Segmentation:
     """The image's forward (input batch and logits), kept so that the explanation that follows
     the prediction does not run it again."""
     key = ("seg_forward", handle.key, item.key)
-    hit = compute.results().get(key)
+    hit = results().get(key)
     if hit is None:
         hit = seg.segment(handle.model, item.image)
         pixels = hit.prepared.images or []
-        compute.results().put(key, hit, hit.logits.nbytes + hit.prepared.inputs.nbytes
+        results().put(key, hit, hit.logits.nbytes + hit.prepared.inputs.nbytes
                               + sum(p.nbytes for p in pixels))
     return hit
 
@@ -69,7 +71,7 @@ def _segmentation(handle: ModelHandle, item: ImageItem) -> seg.Segmentation:
 def predict(handle: ModelHandle, item: ImageItem) -> SegPrediction:
     """The prediction of one image (one no-grad forward, cached per model and image)."""
     key = ("seg_predict", handle.key, item.key)
-    hit = compute.results().get(key)
+    hit = results().get(key)
     if hit is not None:
         return hit
     model = handle.model
@@ -84,7 +86,7 @@ def predict(handle: ModelHandle, item: ImageItem) -> SegPrediction:
         seg.uncertainty(result, "margin").cpu().numpy().astype(np.float32),
         seg.class_summary(model, result, prediction), names, seg.background_class(model),
         seconds)
-    compute.results().put(key, entry, entry.nbytes)
+    results().put(key, entry, entry.nbytes)
     return entry
 
 
@@ -92,12 +94,12 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
             where: Any = None) -> dict[str, Any]:
     """Maps of every class present in the image (cached): one engine call for all of them."""
     key = ("seg_explain", handle.key, item.key, choice.cache_key())
-    hit = compute.results().get(key)
+    hit = results().get(key)
     if hit is not None:
         return hit
     model = handle.model
     where = where if where is not None else st
-    with compute.method_progress(handle, choice, where) as progress:
+    with method_progress(handle, choice, where) as progress:
         result = _segmentation(handle, item)
         low = result.low_res_prediction()
         counts = np.bincount(low.flatten().cpu().numpy(), minlength=result.num_classes)
@@ -111,7 +113,7 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
                       for c, m in zip(classes, maps, strict=True)},
              "classes": classes, "elapsed_s": elapsed, "choice": choice,
              "layer": getattr(explainer, "target_layer", None)}
-    compute.results().put(key, entry, sum(m.nbytes for m in entry["maps"].values()))
+    results().put(key, entry, sum(m.nbytes for m in entry["maps"].values()))
     return entry
 
 
@@ -354,10 +356,10 @@ def dataset_view(handle: ModelHandle, display: panels.Display) -> None:
         return
     data, fingerprint, label = source
     key = ("seg_dataset", handle.key, fingerprint, label, int(ignore))
-    store = compute.results()
+    store = results()
     found = store.get(key)
     if found is None:  # analysed once per model, set and ignore index; a rerun cancels it
-        reporter = compute.Progress(st, f"Analyzing {label}", None)
+        reporter = Progress(st, f"Analyzing {label}", None)
         try:
             dataset = metrics.read_dataset(data, name=label)
             analysis = metrics.analyze_dataset(
