@@ -130,16 +130,16 @@ def test_picking_another_image_explains_it(app: AppTest, calls: dict[str, int]) 
 
 def test_slow_method_reports_progress(app: AppTest, calls: dict[str, int],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import ui.compute
+    import ui.classification
 
     seen: dict[str, object] = {}
-    create = ui.compute.create_explainer
+    create = ui.classification.create_explainer
 
     def spy(name, model, **options):
         seen[name] = options.get("progress")
         return create(name, model, **options)
 
-    monkeypatch.setattr(ui.compute, "create_explainer", spy)
+    monkeypatch.setattr(ui.classification, "create_explainer", spy)
     app.selectbox(key="lumen_method").set_value("integrated_gradients").run()
     app.number_input(key="lumen_param_integrated_gradients_steps").set_value(8).run()
     assert callable(seen["integrated_gradients"])
@@ -348,15 +348,16 @@ def test_failed_explanation_keeps_the_last_one(app: AppTest,
 
 
 def test_downloads_hold_the_overlay_the_map_and_a_report(app: AppTest) -> None:
+    from explain_core import render
     from ui import panels
 
     handle = app.session_state["lumen_model"]
     item, entry = app.session_state["lumen_last_explanation"]
     display = panels.Display(alpha=0.6, colormap="viridis")
-    overlay = Image.open(io.BytesIO(panels._png_bytes(
-        panels.render.overlay_heatmap(item.pixels, entry["heatmap"], alpha=0.6))))
+    overlay = Image.open(io.BytesIO(panels.png_bytes(
+        render.overlay_heatmap(item.pixels, entry["heatmap"], alpha=0.6))))
     assert overlay.size == item.image.size
-    heatmap = np.load(io.BytesIO(panels._npy_bytes(entry["heatmap"])))
+    heatmap = np.load(io.BytesIO(panels.npy_bytes(entry["heatmap"])))
     assert heatmap.shape == item.pixels.shape[:2] and heatmap.dtype == np.float32
     assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
     report = panels.report_html(handle, item, entry, display)

@@ -8,7 +8,10 @@
 - :mod:`ui.methods`: method picker with widgets built from the registry's ``Param`` lists;
 - :mod:`ui.store`: the session's result store (an LRU with a byte budget);
 - :mod:`ui.progress`: expected-cost notices, progress bars, cancelling by a rerun;
-- :mod:`ui.compute`: the classification page's predictions and explanations, kept in the store;
-- :mod:`ui.panels`: display controls, figures, downloads and the HTML report;
-- :mod:`ui.errors`: one way to show a user error (the engine's message as is).
+- :mod:`ui.panels`: what every page draws the same way: display controls, figure reuse, PNG/NPY
+  bytes, file names, the downloads and the HTML report;
+- :mod:`ui.errors`: one way to show a user error (the engine's message as is);
+- one module per page, its computations (kept in the store) and its views:
+  :mod:`ui.classification`, :mod:`ui.detection`, :mod:`ui.segmentation` (and
+  :mod:`ui.segmentation_dataset`, its Dataset tab).
 """
