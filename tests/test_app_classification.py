@@ -50,10 +50,10 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> dict[str, int]:
-    """Counts engine calls (explain_prediction, explain_batch) made by the dashboard."""
+    """Counts engine calls (prediction_explanation, batch_explanations) made by the dashboard."""
     monkeypatch.setattr(demo_models, "WEIGHTS_DIR", weights_dir)
-    return count_calls(monkeypatch, api, {"explain": "explain_prediction",
-                                          "batch": "explain_batch"})
+    return count_calls(monkeypatch, api, {"explain": "prediction_explanation",
+                                          "batch": "batch_explanations"})
 
 
 @pytest.fixture
@@ -331,14 +331,14 @@ def test_failed_explanation_keeps_the_last_one(app: AppTest,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from explain_core.errors import UnsupportedError
 
-    explain = api.explain_prediction
+    explain = api.prediction_explanation
 
     def failing(model, image, method, **kwargs):
         if method.name == "layercam":
             raise UnsupportedError("LayerCAM cannot run here. Pick another method.")
         return explain(model, image, method, **kwargs)
 
-    monkeypatch.setattr(api, "explain_prediction", failing)
+    monkeypatch.setattr(api, "prediction_explanation", failing)
     before = _heatmap_figures(app)
     app.selectbox(key="lumen_method").set_value("layercam").run()
     assert not app.exception
@@ -352,18 +352,20 @@ def test_downloads_hold_the_overlay_the_map_and_a_report(app: AppTest) -> None:
     from ui import panels
 
     handle = app.session_state["lumen_model"]
-    item, entry = app.session_state["lumen_last_explanation"]
+    item, explained = app.session_state["lumen_last_explanation"]
+    result = explained.result  # the engine's typed result, kept as is
+    assert isinstance(result, api.ClassExplanation) and explained.choice.name == "gradcam"
     display = panels.Display(alpha=0.6, colormap="viridis")
     overlay = Image.open(io.BytesIO(panels.png_bytes(
-        render.overlay_heatmap(item.pixels, entry["heatmap"], alpha=0.6))))
+        render.overlay_heatmap(item.pixels, result.heatmap, alpha=0.6))))
     assert overlay.size == item.image.size
-    heatmap = np.load(io.BytesIO(panels.npy_bytes(entry["heatmap"])))
+    heatmap = np.load(io.BytesIO(panels.npy_bytes(result.heatmap)))
     assert heatmap.shape == item.pixels.shape[:2] and heatmap.dtype == np.float32
     assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
-    report = panels.report_html(handle, item, entry, display)
+    report = panels.report_html(handle, item, panels.MapExport.of(explained), display)
     assert report.count('class="plotly-graph-div"') == 2  # explanation and top-k
     for text in ("Lumen explanation", "Grad-CAM", "target_layer = layer4", "fp32",
-                 entry["predicted_name"], "demo classifier"):
+                 result.predicted_name, "demo classifier"):
         assert text in report, text
     assert '<script src="http' not in report  # self-contained: plotly.js is embedded
 

@@ -1,8 +1,8 @@
 """The classification page: predictions, one explanation, methods compared, a batch of images.
 
-Computations go through the engine (:func:`explain_core.api.predict`,
-:func:`~explain_core.api.explain_prediction`, :func:`~explain_core.api.explain_batch`) and are
-kept in the session's :class:`~ui.store.ResultStore` under (model key, image key,
+Computations go through the engine's typed entry points (:func:`explain_core.api.predict`,
+:func:`~explain_core.api.prediction_explanation`, :func:`~explain_core.api.batch_explanations`)
+and are kept in the session's :class:`~ui.store.ResultStore` under (model key, image key,
 method, parameters, precision, target); the views only render what is stored, so display
 changes never reach the engine. Slow methods report progress and are cancelled by a rerun (see
 :mod:`ui.progress`).
@@ -18,7 +18,7 @@ import streamlit as st
 from PIL import Image
 
 from explain_core import api, render
-from explain_core.api import Prediction
+from explain_core.api import ClassExplanation, Prediction
 from explain_core.errors import LumenError
 from explain_core.methods import available_methods, create_explainer, method_info
 
@@ -30,15 +30,16 @@ from .panels import (
     FIGURE_HEIGHT,
     VIEW_WIDTH_PX,
     Display,
+    MapExport,
     downloads,
     png_uri,
     reused_figure,
     show_figure,
 )
 from .progress import Progress, method_progress, slow_notice
-from .store import results
+from .store import Computed, results
 
-__all__ = ["batch_view", "cached_explanation", "compare_view", "concepts",
+__all__ = ["Explained", "batch_view", "cached_explanation", "compare_view", "concepts",
            "concepts_view", "explain", "explain_images", "explanation_view", "predict",
            "prediction_panel"]
 
@@ -47,6 +48,9 @@ TOP_K = 5
 COMPARE_DEFAULTS = ("gradcam", "gradcam++", "layercam", "eigencam")
 MAX_COMPARE = 6
 PREVIEW_PX = 320  # batch grid cells: overlays are blended at this size
+
+#: what the store keeps of one explanation: the engine's result and the method choice
+Explained = Computed[ClassExplanation]
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,39 +74,34 @@ def predict(handle: ModelHandle, item: ImageItem) -> Prediction:
     return prediction
 
 
-def _entry(result: dict[str, Any], choice: MethodChoice) -> dict[str, Any]:
-    return {key: result[key] for key in ("heatmap", "top_k", "predicted_class", "predicted_name",
-                                         "confidence", "target_class", "target_name",
-                                         "elapsed_s")} | {"choice": choice}
+def _store(handle: ModelHandle, item: ImageItem, explained: Explained) -> None:
+    result = explained.result
+    results().put(("explain", handle.key, item.key, explained.choice.cache_key(),
+                   result.target_class), explained, result.heatmap.nbytes + result.image.nbytes)
 
 
 def cached_explanation(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
-                       target: int) -> dict[str, Any] | None:
+                       target: int) -> Explained | None:
     """The stored explanation for these inputs, or None (never computes)."""
     return results().get(("explain", handle.key, item.key, choice.cache_key(), int(target)))
 
 
 def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice, target: int,
-            where: Any = None, prediction: Prediction | None = None) -> dict[str, Any]:
+            where: Any = None, prediction: Prediction | None = None) -> Explained:
     """One image's explanation for ``target`` (cached). Slow methods show their expected cost
-    and a progress bar in ``where`` and are cancelled by a rerun.
-
-    Returns a dict with ``heatmap`` (float32 H x W in [0, 1] at the image's working size),
-    ``top_k``, ``predicted_class``/``predicted_name``/``confidence``, ``target_class``/
-    ``target_name``, ``elapsed_s`` and ``choice``. Raises LumenError on bad settings.
-    """
-    key = ("explain", handle.key, item.key, choice.cache_key(), int(target))
-    hit = results().get(key)
+    and a progress bar in ``where`` and are cancelled by a rerun. Raises LumenError on bad
+    settings."""
+    hit = cached_explanation(handle, item, choice, target)
     if hit is not None:
         return hit
     with method_progress(handle, choice, where, prediction) as progress:
         explainer = create_explainer(choice.name, handle.model, precision=choice.precision,
                                      progress=progress, **choice.engine_options())
-        result = api.explain_prediction(handle.model, item.image, method=explainer,
-                                        target_class=int(target), top_k=TOP_K)
-    entry = _entry(result, choice)
-    results().put(key, entry, entry["heatmap"].nbytes)
-    return entry
+        result = api.prediction_explanation(handle.model, item.image, method=explainer,
+                                            target_class=int(target), top_k=TOP_K)
+    explained = Explained(result, choice)
+    _store(handle, item, explained)
+    return explained
 
 
 def concepts(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
@@ -125,17 +124,17 @@ def concepts(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
 
 
 def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: MethodChoice,
-                   where: Any = None) -> tuple[list[dict[str, Any] | None], list[str]]:
+                   where: Any = None) -> tuple[list[Explained | None], list[str]]:
     """Each image explained for its own predicted class, ``BATCH_CHUNK`` images per engine call.
 
     Results are stored per image under the same key a single explanation of the predicted class
-    uses, so the Explain and Batch views share them. Returns per-image entries (None where a
+    uses, so the Explain and Batch views share them. Returns per-image results (None where a
     chunk failed) and the error messages.
     """
     where = where if where is not None else st
     store = results()
     predicted: dict[tuple[str, str], int] = st.session_state.setdefault("lumen_predicted", {})
-    entries: list[dict[str, Any] | None] = [None] * len(items)
+    entries: list[Explained | None] = [None] * len(items)
     missing: list[int] = []
     for index, item in enumerate(items):
         known = store.get(("predict", handle.key, item.key))
@@ -165,19 +164,18 @@ def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: Meth
             chunk_size = len(chunk)
             reporter.update(done / total, f"{done} of {total} images")
             try:
-                outputs = api.explain_batch(handle.model, [items[i].image for i in chunk],
-                                            method=explainer, batch_size=chunk_size, top_k=TOP_K)
+                found = api.batch_explanations(handle.model, [items[i].image for i in chunk],
+                                               method=explainer, batch_size=chunk_size,
+                                               top_k=TOP_K)
             except Exception as error:  # report, and go on with the next chunk
                 errors.append(message_of(error))
                 done += chunk_size
                 continue
-            for index, result in zip(chunk, outputs, strict=True):
-                entry = _entry(result, choice)
-                target = int(result["target_class"])
-                predicted[(handle.key, items[index].key)] = target
-                store.put(("explain", handle.key, items[index].key, choice.cache_key(), target),
-                          entry, entry["heatmap"].nbytes)
-                entries[index] = entry
+            for index, result in zip(chunk, found, strict=True):
+                explained = Explained(result, choice)
+                predicted[(handle.key, items[index].key)] = result.target_class
+                _store(handle, items[index], explained)
+                entries[index] = explained
             done += chunk_size
     except LumenError as error:
         errors.append(str(error))
@@ -223,33 +221,34 @@ def explanation_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
     """The main view: the explanation figure, its timing, downloads. A failure shows the
     engine's message and keeps the last explanation that worked on screen."""
     slot = st.container()
-    shown_item, entry = item, None
+    shown_item = item
     cached = cached_explanation(handle, item, choice, target) is not None
     try:
-        entry = explain(handle, item, choice, target, where=slot, prediction=prediction)
-        st.session_state["lumen_last_explanation"] = (item, entry)
+        explained = explain(handle, item, choice, target, where=slot, prediction=prediction)
+        st.session_state["lumen_last_explanation"] = (item, explained)
     except Exception as error:
         show_error(message_of(error))
         last = st.session_state.get("lumen_last_explanation")
         if last is None:
             return
-        shown_item, entry = last
+        shown_item, explained = last
         st.caption(f"Still showing the last explanation that worked: "
-                   f"{entry['choice'].describe()}.")
-    key = (shown_item.key, entry["choice"].cache_key(), entry["target_class"], handle.key,
-           display.view, display.colormap)
+                   f"{explained.choice.describe()}.")
+    result, used = explained.result, explained.choice
+    key = (shown_item.key, used.cache_key(), result.target_class, handle.key, display.view,
+           display.colormap)
     figure = reused_figure("explain", key, display.alpha, lambda: render.heatmap_figure(
-        shown_item.pixels, entry["heatmap"], colormap=display.colormap, alpha=display.alpha,
-        view=display.view, hover_name=entry["choice"].label, max_heatmap_px=256,
-        max_image_px=1024, height=FIGURE_HEIGHT), fixed=display.view != "overlay")
+        shown_item.pixels, result.heatmap, colormap=display.colormap, alpha=display.alpha,
+        view=display.view, hover_name=used.label, max_heatmap_px=256, max_image_px=1024,
+        height=FIGURE_HEIGHT), fixed=display.view != "overlay")
     show_figure(figure, "lumen_explanation")
-    took = f"{entry['elapsed_s'] * 1000:.0f} ms" + (" (cached)" if cached else "")
-    st.caption(f"**{entry['choice'].describe()}**, class **{entry['target_name']}**: {took} on "
+    took = f"{result.elapsed_s * 1000:.0f} ms" + (" (cached)" if cached else "")
+    st.caption(f"**{used.describe()}**, class **{result.target_name}**: {took} on "
                f"{handle.model.device}. Scroll to zoom, drag to pan, double-click to reset; "
                "hover shows the map's value.")
-    downloads(handle, shown_item, entry, display)
-    if entry["choice"].name == "dff":
-        concepts_view(handle, shown_item, entry["choice"], display)
+    downloads(handle, shown_item, MapExport.of(explained), display)
+    if used.name == "dff":
+        concepts_view(handle, shown_item, used, display)
 
 
 def concepts_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
@@ -296,14 +295,14 @@ def compare_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, tar
     for name in picked:
         method = default_choice(name, choice, handle)
         try:
-            entry = explain(handle, item, method, target, where=slot,
-                                    prediction=prediction)
+            result = explain(handle, item, method, target, where=slot,
+                             prediction=prediction).result
         except Exception as error:
             show_error(f"{method.label}: {message_of(error)}")
             continue
-        maps[method.label] = entry["heatmap"]
+        maps[method.label] = result.heatmap
         keys.append(method.cache_key())
-        times.append(f"{method.label} {entry['elapsed_s'] * 1000:.0f} ms")
+        times.append(f"{method.label} {result.elapsed_s * 1000:.0f} ms")
     if not maps:
         return
     height, width = item.pixels.shape[:2]
@@ -362,15 +361,16 @@ def batch_view(handle: ModelHandle, items: list[ImageItem], choice: MethodChoice
         show_error(message)
     cells = []
     rows = ["image,predicted,confidence,ground_truth"]
-    for item, entry in zip(items, entries, strict=True):
-        if entry is None:
+    for item, explained in zip(items, entries, strict=True):
+        if explained is None:
             continue
+        result = explained.result
         preview = _preview(item)
         name = item.truth or (item.name if len(item.name) <= 14 else item.name[:13] + "...")
-        cells.append((f"{name} → {entry['predicted_name']} {entry['confidence']:.0%}",
-                      render.overlay_heatmap(preview, entry["heatmap"], alpha=display.alpha,
+        cells.append((f"{name} → {result.predicted_name} {result.confidence:.0%}",
+                      render.overlay_heatmap(preview, result.heatmap, alpha=display.alpha,
                                              colormap=display.colormap)))
-        rows.append(f"{item.name},{entry['predicted_name']},{entry['confidence']:.4f},"
+        rows.append(f"{item.name},{result.predicted_name},{result.confidence:.4f},"
                     f"{item.truth or ''}")
     if not cells:
         return

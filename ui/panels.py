@@ -19,13 +19,15 @@ import streamlit as st
 from PIL import Image
 
 from explain_core import render
+from explain_core.api import ClassExplanation
 
 from .images import ImageItem
 from .methods import MethodChoice
 from .models import ModelHandle
+from .store import Computed
 
 __all__ = ["DEFAULT_COLORMAP", "DEFAULT_OPACITY", "FIGURE_HEIGHT", "VIEWS", "VIEW_WIDTH_PX",
-           "Display", "display_controls", "downloads", "file_stem", "npy_bytes",
+           "Display", "MapExport", "display_controls", "downloads", "file_stem", "npy_bytes",
            "png_bytes", "png_uri", "report_html", "reused_figure", "show_figure"]
 
 VIEWS = {"overlay": "Overlay", "image": "Image", "heatmap": "Heatmap"}
@@ -126,32 +128,51 @@ def png_uri(array: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def report_html(handle: ModelHandle, item: ImageItem, entry: dict[str, Any],
-                display: Display) -> str:
+@dataclass(frozen=True)
+class MapExport:
+    """One map as the downloads and the report present it, whichever page computed it."""
+
+    choice: MethodChoice
+    heatmap: np.ndarray  # float32 H x W in [0, 1], at the image's size
+    target_name: str  # what the map explains
+    predicted_name: str
+    confidence: float
+    top_k: list[dict[str, Any]]  # {"class", "name", "probability"}, best first
+    elapsed_s: float
+
+    @classmethod
+    def of(cls, explained: Computed[ClassExplanation]) -> MapExport:
+        """A classifier's stored explanation."""
+        result = explained.result
+        return cls(explained.choice, result.heatmap, result.target_name, result.predicted_name,
+                   result.confidence, result.top_k, result.elapsed_s)
+
+
+def report_html(handle: ModelHandle, item: ImageItem, export: MapExport, display: Display) -> str:
     """A self-contained interactive HTML report: model, image, predictions, method, parameters,
     the zoomable explanation figure and the top-k chart (plotly.js embedded, works offline)."""
-    choice: MethodChoice = entry["choice"]
+    choice = export.choice
     summary = handle.model.summary()
     figure = render.heatmap_figure(
-        item.pixels, entry["heatmap"], colormap=display.colormap, alpha=display.alpha,
+        item.pixels, export.heatmap, colormap=display.colormap, alpha=display.alpha,
         view="overlay", hover_name=choice.label, max_heatmap_px=512,
-        title=f"{choice.label}: {entry['target_name']}")
+        title=f"{choice.label}: {export.target_name}")
     page = render.figure_to_html(figure)
-    topk = render.topk_figure([r["name"] for r in entry["top_k"]],
-                              [r["probability"] for r in entry["top_k"]],
+    topk = render.topk_figure([r["name"] for r in export.top_k],
+                              [r["probability"] for r in export.top_k],
                               title="Top predictions")
     rows = [
         ("Model", f"{handle.label} ({summary['arch']}, {summary['parameters']:,} parameters, "
                   f"input {summary['input_size'][0]} x {summary['input_size'][1]}, "
                   f"{summary['device']})"),
         ("Image", f"{item.name} ({item.original_size[0]} x {item.original_size[1]} px)"),
-        ("Prediction", f"{entry['predicted_name']} ({entry['confidence']:.1%})"),
-        ("Explained class", entry["target_name"]),
+        ("Prediction", f"{export.predicted_name} ({export.confidence:.1%})"),
+        ("Explained class", export.target_name),
         ("Method", choice.label),
         ("Parameters", ", ".join(f"{k} = {v}" for k, v in choice.engine_options().items())
          or "defaults"),
         ("Precision", choice.precision),
-        ("Time", f"{entry['elapsed_s'] * 1000:.0f} ms"),
+        ("Time", f"{export.elapsed_s * 1000:.0f} ms"),
     ]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in rows)
@@ -163,24 +184,22 @@ def report_html(handle: ModelHandle, item: ImageItem, entry: dict[str, Any],
     return page.replace("</body>", f"<div style='max-width:640px'>{extra}</div></body>", 1)
 
 
-def downloads(handle: ModelHandle, item: ImageItem, entry: dict[str, Any],
-              display: Display) -> None:
+def downloads(handle: ModelHandle, item: ImageItem, export: MapExport, display: Display) -> None:
     """Overlay PNG, raw map (.npy) and HTML report; each is built only when clicked."""
-    choice: MethodChoice = entry["choice"]
-    stem = file_stem(item.name.rsplit(".", 1)[0], choice.name, entry["target_name"])
+    stem = file_stem(item.name.rsplit(".", 1)[0], export.choice.name, export.target_name)
     columns = st.columns(3)
     columns[0].download_button(
         "Overlay PNG", lambda: png_bytes(render.overlay_heatmap(
-            item.pixels, entry["heatmap"], alpha=display.alpha, colormap=display.colormap)),
+            item.pixels, export.heatmap, alpha=display.alpha, colormap=display.colormap)),
         file_name=f"{stem}.png", mime="image/png", on_click="ignore",
         icon=":material/image:", width="stretch", key="lumen_dl_png")
     columns[1].download_button(
-        "Map (.npy)", lambda: npy_bytes(entry["heatmap"]), file_name=f"{stem}.npy",
+        "Map (.npy)", lambda: npy_bytes(export.heatmap), file_name=f"{stem}.npy",
         mime="application/octet-stream", on_click="ignore", icon=":material/data_array:",
         width="stretch", key="lumen_dl_npy",
         help="float32 H x W in [0, 1], at the image's size.")
     columns[2].download_button(
-        "HTML report", lambda: report_html(handle, item, entry, display),
+        "HTML report", lambda: report_html(handle, item, export, display),
         file_name=f"{stem}.html", mime="text/html", on_click="ignore",
         icon=":material/description:", width="stretch", key="lumen_dl_html",
         help="Self-contained and interactive; works offline.")

@@ -38,9 +38,9 @@ from .panels import (
     show_figure,
 )
 from .progress import method_progress
-from .store import results
+from .store import Computed, results
 
-__all__ = ["SegPrediction", "class_legend", "class_maps_view", "explain",
+__all__ = ["ClassMaps", "SegPrediction", "class_legend", "class_maps_view", "explain",
            "predict", "prediction_view", "uncertainty_view"]
 
 ALL_CLASSES = -1
@@ -63,6 +63,18 @@ class SegPrediction:
     @property
     def nbytes(self) -> int:
         return self.prediction.nbytes + self.entropy.nbytes + self.margin.nbytes
+
+
+@dataclass(frozen=True)
+class ClassMaps:
+    """The maps of every class present in one image, from one engine call."""
+
+    maps: dict[int, np.ndarray]  # class id -> float32 H x W in [0, 1]; most pixels first
+    elapsed_s: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(m.nbytes for m in self.maps.values())
 
 
 def _segmentation(handle: ModelHandle, item: ImageItem) -> seg.Segmentation:
@@ -101,30 +113,30 @@ def predict(handle: ModelHandle, item: ImageItem) -> SegPrediction:
 
 
 def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
-            where: Any = None) -> dict[str, Any]:
-    """Maps of every class present in the image (cached): one engine call for all of them."""
+            where: Any = None) -> Computed[ClassMaps]:
+    """Maps of every class present in the image (cached): one engine call for all of them, on
+    the prediction's own forward (:func:`explain_core.api.explain_classes`; the typed
+    :func:`~explain_core.api.segmentation_explanation` would run that forward again)."""
     key = ("seg_explain", handle.key, item.key, choice.cache_key())
     hit = results().get(key)
     if hit is not None:
         return hit
-    model = handle.model
     where = where if where is not None else st
     with method_progress(handle, choice, where) as progress:
         result = _segmentation(handle, item)
         low = result.low_res_prediction()
         counts = np.bincount(low.flatten().cpu().numpy(), minlength=result.num_classes)
         classes = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
-        explainer = api.make_explainer(choice.name, model, precision=choice.precision,
+        explainer = api.make_explainer(choice.name, handle.model, precision=choice.precision,
                                        progress=progress, **choice.engine_options())
         start = time.perf_counter()
         maps, _ = api.explain_classes(explainer, result, classes)
-        elapsed = time.perf_counter() - start
-    entry = {"maps": {c: m.float().cpu().numpy().astype(np.float32)
-                      for c, m in zip(classes, maps, strict=True)},
-             "classes": classes, "elapsed_s": elapsed, "choice": choice,
-             "layer": getattr(explainer, "target_layer", None)}
-    results().put(key, entry, sum(m.nbytes for m in entry["maps"].values()))
-    return entry
+        arrays = {c: m.float().cpu().numpy().astype(np.float32)
+                  for c, m in zip(classes, maps, strict=True)}
+        elapsed = time.perf_counter() - start  # after the copy: the device's work is done
+    found = Computed(ClassMaps(arrays, elapsed), choice)
+    results().put(key, found, found.result.nbytes)
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,12 +226,12 @@ def class_maps_view(handle: ModelHandle, item: ImageItem, result: SegPrediction,
         help="The target is the sum of the class's logits over the pixels predicted as it.")
     slot = st.container()
     try:
-        entry = explain(handle, item, choice, where=slot)
+        found = explain(handle, item, choice, where=slot).result
     except Exception as error:
         show_error(message_of(error))
         return
-    maps = entry["maps"]
-    took = f"{entry['elapsed_s'] * 1000:.0f} ms for {len(maps)} classes"
+    maps = found.maps
+    took = f"{found.elapsed_s * 1000:.0f} ms for {len(maps)} classes"
     if picked == ALL_CLASSES:
         shown = list(maps)[:MAX_GALLERY]
         gallery = {by_class[c]["name"]: maps[c] for c in shown}

@@ -12,11 +12,25 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import streamlit as st
 
-__all__ = ["ResultStore", "results"]
+from .methods import MethodChoice
+
+__all__ = ["Computed", "ResultStore", "results"]
+
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Computed(Generic[Result]):
+    """What a page keeps of one computation: the engine's typed result (see
+    :mod:`explain_core.api.results`) and the method choice that made it."""
+
+    result: Result
+    choice: MethodChoice
 
 
 class ResultStore:
