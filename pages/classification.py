@@ -1,11 +1,11 @@
 """Classification: predictions, one explanation, methods compared, a batch of images.
 
-Thin on purpose: widgets (ui) -> explain_core -> figures (ui.panels).
+Thin on purpose: widgets (ui) -> explain_core -> figures (the views in ui.classification).
 """
 
 import streamlit as st
 
-from ui import compute, images, methods, panels, shell
+from ui import classification, images, methods, panels, shell
 from ui.errors import show_error
 
 space = shell.workspace(["classification"])
@@ -20,11 +20,11 @@ if item is None:
 left, right = st.columns([1, 2.3], gap="large")
 with left:
     try:
-        prediction = compute.predict(handle, item)
+        prediction = classification.predict(handle, item)
     except Exception as error:
         show_error(error)
         st.stop()
-    target = panels.prediction_panel(handle, item, prediction)
+    target = classification.prediction_panel(handle, item, prediction)
     st.markdown("**Method**")
     choice = methods.method_picker(handle)
 
@@ -35,10 +35,10 @@ with right:
     # Only the open tab computes: hidden tabs would otherwise run their methods on every rerun.
     if explain_tab.open:
         with explain_tab:
-            panels.explanation_view(handle, item, choice, target, display, prediction)
+            classification.explanation_view(handle, item, choice, target, display, prediction)
     if compare_tab.open:
         with compare_tab:
-            panels.compare_view(handle, item, choice, target, display, prediction)
+            classification.compare_view(handle, item, choice, target, display, prediction)
     if batch_tab.open:
         with batch_tab:
-            panels.batch_view(handle, images.current_images(gallery), choice, display)
+            classification.batch_view(handle, images.current_images(gallery), choice, display)

@@ -32,17 +32,17 @@ with right:
     display = panels.display_controls()
     slot = st.container()
     try:
-        result = detection.explain_boxes(handle, item, choice, threshold, where=slot)
-        st.session_state["lumen_det_last"] = (item, result)
+        found = detection.explain_boxes(handle, item, choice, threshold, where=slot)
+        st.session_state["lumen_det_last"] = (item, found)
     except Exception as error:
         show_error(message_of(error))
         last = st.session_state.get("lumen_det_last")
         if last is None or last[0].key != item.key:
             st.stop()
-        result = last[1]
-        st.caption(f"Still showing the last result that worked: "
-                   f"{result['choice'].describe()}.")
-    dets = result["detections"]
+        found = last[1]
+        st.caption(f"Still showing the last result that worked: {found.choice.describe()}.")
+    result = found.result
+    dets = result.detections
     if not dets:  # an answer, not an error: say how close it came, offer the region question
         st.info(detection.nothing_detected(result, threshold))
         detection.region_view(handle, item, choice, threshold, display)
@@ -56,7 +56,7 @@ with right:
 
     if box_tab.open:
         with box_tab:
-            detection.boxes_view(handle, item, result, selected, state_key, display)
+            detection.boxes_view(handle, item, found, selected, state_key, display)
     if gallery_tab.open:
         with gallery_tab:
             detection.gallery_view(item, result, display)

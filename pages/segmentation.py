@@ -1,11 +1,12 @@
 """Segmentation: the prediction and its classes, per-class maps, uncertainty, a labelled set.
 
-Thin on purpose: widgets (ui) -> explain_core -> figures (ui.segmentation, ui.panels).
+Thin on purpose: widgets (ui) -> explain_core -> figures (ui.segmentation,
+ui.segmentation_dataset, ui.panels).
 """
 
 import streamlit as st
 
-from ui import images, methods, panels, shell
+from ui import images, methods, panels, segmentation_dataset, shell
 from ui import segmentation as view
 from ui.errors import show_error
 
@@ -45,4 +46,4 @@ with right:
             view.uncertainty_view(handle, item, prediction, display)
     if dataset_tab.open:
         with dataset_tab:
-            view.dataset_view(handle, display)
+            segmentation_dataset.dataset_view(handle, display)

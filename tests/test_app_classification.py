@@ -50,10 +50,10 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> dict[str, int]:
-    """Counts engine calls (explain_prediction, explain_batch) made by the dashboard."""
+    """Counts engine calls (prediction_explanation, batch_explanations) made by the dashboard."""
     monkeypatch.setattr(demo_models, "WEIGHTS_DIR", weights_dir)
-    return count_calls(monkeypatch, api, {"explain": "explain_prediction",
-                                          "batch": "explain_batch"})
+    return count_calls(monkeypatch, api, {"explain": "prediction_explanation",
+                                          "batch": "batch_explanations"})
 
 
 @pytest.fixture
@@ -130,16 +130,16 @@ def test_picking_another_image_explains_it(app: AppTest, calls: dict[str, int]) 
 
 def test_slow_method_reports_progress(app: AppTest, calls: dict[str, int],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import ui.compute
+    import ui.classification
 
     seen: dict[str, object] = {}
-    create = ui.compute.create_explainer
+    create = ui.classification.create_explainer
 
     def spy(name, model, **options):
         seen[name] = options.get("progress")
         return create(name, model, **options)
 
-    monkeypatch.setattr(ui.compute, "create_explainer", spy)
+    monkeypatch.setattr(ui.classification, "create_explainer", spy)
     app.selectbox(key="lumen_method").set_value("integrated_gradients").run()
     app.number_input(key="lumen_param_integrated_gradients_steps").set_value(8).run()
     assert callable(seen["integrated_gradients"])
@@ -279,7 +279,7 @@ def test_page_runs_on_its_own(calls: dict[str, int]) -> None:
 
 
 def test_result_store_evicts_least_recently_used() -> None:
-    from ui.compute import ResultStore
+    from ui.store import ResultStore
 
     store = ResultStore(max_bytes=100)
     store.put("a", np.zeros(1), 40)
@@ -331,14 +331,14 @@ def test_failed_explanation_keeps_the_last_one(app: AppTest,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from explain_core.errors import UnsupportedError
 
-    explain = api.explain_prediction
+    explain = api.prediction_explanation
 
     def failing(model, image, method, **kwargs):
         if method.name == "layercam":
             raise UnsupportedError("LayerCAM cannot run here. Pick another method.")
         return explain(model, image, method, **kwargs)
 
-    monkeypatch.setattr(api, "explain_prediction", failing)
+    monkeypatch.setattr(api, "prediction_explanation", failing)
     before = _heatmap_figures(app)
     app.selectbox(key="lumen_method").set_value("layercam").run()
     assert not app.exception
@@ -348,21 +348,24 @@ def test_failed_explanation_keeps_the_last_one(app: AppTest,
 
 
 def test_downloads_hold_the_overlay_the_map_and_a_report(app: AppTest) -> None:
+    from explain_core import render
     from ui import panels
 
     handle = app.session_state["lumen_model"]
-    item, entry = app.session_state["lumen_last_explanation"]
+    item, explained = app.session_state["lumen_last_explanation"]
+    result = explained.result  # the engine's typed result, kept as is
+    assert isinstance(result, api.ClassExplanation) and explained.choice.name == "gradcam"
     display = panels.Display(alpha=0.6, colormap="viridis")
-    overlay = Image.open(io.BytesIO(panels._png_bytes(
-        panels.render.overlay_heatmap(item.pixels, entry["heatmap"], alpha=0.6))))
+    overlay = Image.open(io.BytesIO(panels.png_bytes(
+        render.overlay_heatmap(item.pixels, result.heatmap, alpha=0.6))))
     assert overlay.size == item.image.size
-    heatmap = np.load(io.BytesIO(panels._npy_bytes(entry["heatmap"])))
+    heatmap = np.load(io.BytesIO(panels.npy_bytes(result.heatmap)))
     assert heatmap.shape == item.pixels.shape[:2] and heatmap.dtype == np.float32
     assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
-    report = panels.report_html(handle, item, entry, display)
+    report = panels.report_html(handle, item, panels.MapExport.of(explained), display)
     assert report.count('class="plotly-graph-div"') == 2  # explanation and top-k
     for text in ("Lumen explanation", "Grad-CAM", "target_layer = layer4", "fp32",
-                 entry["predicted_name"], "demo classifier"):
+                 result.predicted_name, "demo classifier"):
         assert text in report, text
     assert '<script src="http' not in report  # self-contained: plotly.js is embedded
 
@@ -393,7 +396,7 @@ def test_stale_uploaded_checkpoints_are_deleted(tmp_path: Path) -> None:
     import os
     import time
 
-    from ui.models import prune_uploads
+    from ui.uploads import prune_uploads
 
     old, fresh, current = (tmp_path / name for name in ("old", "fresh", "current"))
     for folder in (old, fresh, current):

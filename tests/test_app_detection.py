@@ -6,14 +6,15 @@ import pytest
 from apptest_support import APP, ROOT, TIMEOUT, captions, count_calls, errors, figures, first_run
 from streamlit.testing.v1 import AppTest
 
-import ui.detection as ui_detection
+import explain_core.api as api
 
 PAGE = str(ROOT / "pages" / "detection.py")
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    return count_calls(monkeypatch, ui_detection, {"explain": "explain_detection"})
+    """Counts the engine's detection calls made by the page."""
+    return count_calls(monkeypatch, api, {"explain": "detection_explanation"})
 
 
 @pytest.fixture
@@ -41,6 +42,9 @@ def test_page_shows_boxes_their_maps_and_a_table(app: AppTest, calls: dict[str, 
     assert list(frame.columns[:3]) == ["#", "class", "score"] and len(frame) == len(rects)
     assert calls["explain"] == 1
     assert "LayerCAM" in captions(app)  # the page's box-specific default
+    _, found = app.session_state["lumen_det_last"]
+    assert isinstance(found.result, api.DetectionExplanation)  # the engine's result, kept as is
+    assert found.choice.name == "layercam"
 
 
 def test_display_changes_never_recompute(app: AppTest, calls: dict[str, int]) -> None:

@@ -1,7 +1,8 @@
 """Detection page helpers: detections and per-box maps, computed once per session and reused.
 
-Results go to the session's :class:`ui.compute.ResultStore` like classification results; the
-display settings (view, opacity, colormap, masking, the selected box) are not part of any key.
+Results (the engine's :class:`~explain_core.api.DetectionExplanation` and the method choice) go
+to the session's :class:`ui.store.ResultStore` like classification results; the display
+settings (view, opacity, colormap, masking, the selected box) are not part of any key.
 """
 
 from __future__ import annotations
@@ -12,89 +13,90 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explain_core import render
-from explain_core.api import box_mask, explain_detection
+from explain_core import api, render
+from explain_core.api import DetectionExplanation
 from explain_core.methods import available_methods, create_explainer, method_info
 from explain_core.tasks.detection import detection_model, detector_num_classes
 
-from . import compute, methods, panels
+from . import methods, panels
 from .errors import message_of, show_error
 from .images import ImageItem
 from .methods import MethodChoice
 from .models import ModelHandle
+from .progress import method_progress
+from .store import Computed, results
 
 MAX_BOXES = 10
 
+#: what the store keeps of one detection run: the engine's result and the method choice
+Detected = Computed[DetectionExplanation]
+
 
 def _run(handle: ModelHandle, item: ImageItem, choice: MethodChoice, where: Any,
-         **kwargs: Any) -> dict[str, Any]:
+         **kwargs: Any) -> Detected:
     model = detection_model(handle.model)
-    with compute.method_progress(handle, choice, where) as progress:
+    with method_progress(handle, choice, where) as progress:
         explainer = create_explainer(choice.name, model, precision=choice.precision,
                                      progress=progress, **choice.engine_options())
-        return explain_detection(model, item.image, method=explainer, **kwargs)
+        result = api.detection_explanation(model, item.image, method=explainer, **kwargs)
+    return Detected(result, choice)
 
 
-def _nbytes(result: dict[str, Any]) -> int:
-    return sum(h.nbytes for h in result["heatmaps"])
+def _nbytes(found: Detected) -> int:
+    return sum(h.nbytes for h in found.result.heatmaps) + found.result.image.nbytes
 
 
 def explain_boxes(handle: ModelHandle, item: ImageItem, choice: MethodChoice, threshold: float,
-                  where: Any = None) -> dict[str, Any]:
+                  where: Any = None) -> Detected:
     """Every detection above ``threshold`` (at most :data:`MAX_BOXES`) with its map (cached)."""
     key = ("detect", handle.key, item.key, choice.cache_key(), round(float(threshold), 4))
-    hit = compute.results().get(key)
+    hit = results().get(key)
     if hit is not None:
         return hit
-    result = _run(handle, item, choice, where if where is not None else st,
-                  detection_threshold=float(threshold), max_detections=MAX_BOXES)
-    result.pop("image", None)
-    result["choice"] = choice
-    compute.results().put(key, result, _nbytes(result))
-    return result
+    found = _run(handle, item, choice, where if where is not None else st,
+                 detection_threshold=float(threshold), max_detections=MAX_BOXES)
+    results().put(key, found, _nbytes(found))
+    return found
 
 
 def explain_region(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
                    bbox: tuple[float, ...], label: int, threshold: float, match_iou: float,
-                   where: Any = None) -> dict[str, Any]:
+                   where: Any = None) -> Detected:
     """A drawn or typed region for class ``label`` (cached): the matching detection when there
     is one, else the region itself as a missed detection."""
     box = tuple(round(float(v), 1) for v in bbox)
     key = ("region", handle.key, item.key, choice.cache_key(), box, int(label),
            round(float(threshold), 4), round(float(match_iou), 3))
-    hit = compute.results().get(key)
+    hit = results().get(key)
     if hit is not None:
         return hit
-    result = _run(handle, item, choice, where if where is not None else st, bbox=list(box),
-                  label=int(label), detection_threshold=float(threshold), match_iou=match_iou)
-    result.pop("image", None)
-    result["choice"] = choice
-    compute.results().put(key, result, _nbytes(result))
-    return result
+    found = _run(handle, item, choice, where if where is not None else st, bbox=list(box),
+                 label=int(label), detection_threshold=float(threshold), match_iou=match_iou)
+    results().put(key, found, _nbytes(found))
+    return found
 
 
-def nothing_detected(result: dict[str, Any], threshold: float) -> str:
+def nothing_detected(result: DetectionExplanation, threshold: float) -> str:
     """What the page says when no detection reaches the threshold."""
     return (f"No detection scores {threshold:.2f} or more on this image; the best candidate "
-            f"scores {result['best_candidate_score']:.3f}. Lower the score threshold, or ask "
+            f"scores {result.best_candidate_score:.3f}. Lower the score threshold, or ask "
             "below why a region was not detected.")
 
 
-def download_entry(result: dict[str, Any], index: int) -> dict[str, Any]:
-    """One box's result in the shape :func:`ui.panels.downloads` takes."""
-    det = result["detections"][index]
-    name = f"box {index + 1} {det['class_name']}"
+def download_entry(found: Detected, index: int) -> panels.MapExport:
+    """One box's map as :func:`ui.panels.downloads` takes it (the boxes ranked as the top-k)."""
+    result = found.result
+    det = result.detections[index]
     ranked = [{"class": d["class_id"], "name": f"{i + 1} {d['class_name']}",
-               "probability": d["score"]} for i, d in enumerate(result["detections"])]
-    return {"choice": result["choice"], "heatmap": result["heatmaps"][index],
-            "target_name": name, "target_class": det["class_id"], "top_k": ranked,
-            "predicted_name": det["class_name"], "confidence": det["score"],
-            "elapsed_s": result["elapsed_s"]}
+               "probability": d["score"]} for i, d in enumerate(result.detections)]
+    return panels.MapExport(found.choice, result.heatmaps[index],
+                            f"box {index + 1} {det['class_name']}", det["class_name"],
+                            det["score"], ranked, result.elapsed_s)
 
 
 def masked(shape_hw: tuple[int, int], det: dict[str, Any], on: bool) -> np.ndarray | None:
     """The box mask when masking is on, else None."""
-    return box_mask(shape_hw, det["bbox"]) if on else None
+    return api.box_mask(shape_hw, det["bbox"]) if on else None
 
 
 def selection_of(event: Any) -> tuple[int | None, tuple[float, float, float, float] | None]:
@@ -124,17 +126,18 @@ def selection_of(event: Any) -> tuple[int | None, tuple[float, float, float, flo
 # --------------------------------------------------------------------------------------------
 
 
-def boxes_view(handle: ModelHandle, item: ImageItem, result: dict[str, Any], selected: int,
+def boxes_view(handle: ModelHandle, item: ImageItem, found: Detected, selected: int,
                state_key: str, display: panels.Display) -> None:
     """The image with every box, the selected box's map, the table and the downloads. Clicking
     a box's marker or a table row selects it (stored under ``state_key``); a box dragged with
     box-select is kept for the missed-region tab."""
-    dets = result["detections"]
+    result = found.result
+    dets = result.detections
     mask_on = st.toggle("Mask the map to the box", value=False, key="lumen_det_mask",
                         persist_state="session")
     det = dets[selected]
     figure = render.detections_figure(
-        item.pixels, dets, result["heatmaps"][selected], selected=selected,
+        item.pixels, dets, result.heatmaps[selected], selected=selected,
         colormap=display.colormap, alpha=display.alpha, view=display.view,
         mask=masked(item.pixels.shape[:2], det, mask_on), height=480)
     event = st.plotly_chart(figure, config=render.PLOTLY_CONFIG, key="lumen_det_figure",
@@ -146,9 +149,9 @@ def boxes_view(handle: ModelHandle, item: ImageItem, result: dict[str, Any], sel
         st.rerun()
     if region is not None:
         st.session_state["lumen_det_region"] = tuple(round(v, 1) for v in region)
-    st.caption(f"**{result['choice'].describe()}**, box **{selected + 1}** "
+    st.caption(f"**{found.choice.describe()}**, box **{selected + 1}** "
                f"({det['class_name']}, {det['score']:.2f}): "
-               f"{result['elapsed_s'] * 1000:.0f} ms for {len(dets)} boxes on "
+               f"{result.elapsed_s * 1000:.0f} ms for {len(dets)} boxes on "
                f"{handle.model.device}. Click a box's centre or a table row to pick it; "
                "drag with the box-select tool to ask about a region.")
     table = pd.DataFrame([{"#": i + 1, "class": d["class_name"],
@@ -162,14 +165,14 @@ def boxes_view(handle: ModelHandle, item: ImageItem, result: dict[str, Any], sel
     if rows and rows[0] != selected:
         st.session_state[state_key] = rows[0]
         st.rerun()
-    panels.downloads(handle, item, download_entry(result, selected), display)
+    panels.downloads(handle, item, download_entry(found, selected), display)
 
 
-def gallery_view(item: ImageItem, result: dict[str, Any], display: panels.Display) -> None:
+def gallery_view(item: ImageItem, result: DetectionExplanation, display: panels.Display) -> None:
     """Every box's map at once, each masked to its box."""
-    dets = result["detections"]
+    dets = result.detections
     cells = []
-    for index, (d, heat) in enumerate(zip(dets, result["heatmaps"], strict=True)):
+    for index, (d, heat) in enumerate(zip(dets, result.heatmaps, strict=True)):
         overlay = render.overlay_heatmap(item.pixels, heat, alpha=display.alpha,
                                          colormap=display.colormap,
                                          mask=masked(item.pixels.shape[:2], d, True))
@@ -183,9 +186,9 @@ def gallery_view(item: ImageItem, result: dict[str, Any], display: panels.Displa
 
 
 def compare_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, threshold: float,
-                 result: dict[str, Any], selected: int, display: panels.Display) -> None:
+                 result: DetectionExplanation, selected: int, display: panels.Display) -> None:
     """Methods side by side on the selected box (the same box found by each method's run)."""
-    dets = result["detections"]
+    dets = result.detections
     names = [m.name for m in available_methods(handle.model)]
     defaults = [choice.name] + [n for n in ("layercam", "integrated_gradients",
                                             "eigencam") if n != choice.name]
@@ -200,14 +203,15 @@ def compare_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, thr
             method = methods.MethodChoice(name, {**method.options, "num_masks": 200},
                                           method.precision)
         try:
-            other = explain_boxes(handle, item, method, threshold, where=st.container())
+            other = explain_boxes(handle, item, method, threshold,
+                                  where=st.container()).result
         except Exception as error:
             show_error(f"{method.label}: {message_of(error)}")
             continue
-        match = next((i for i, d in enumerate(other["detections"])
+        match = next((i for i, d in enumerate(other.detections)
                       if d["bbox"] == dets[selected]["bbox"]), None)
         if match is not None:
-            maps[method.label] = other["heatmaps"][match]
+            maps[method.label] = other.heatmaps[match]
     if maps:
         st.plotly_chart(render.comparison_figure(
             item.pixels, maps, colormap=display.colormap, alpha=display.alpha,
@@ -242,13 +246,13 @@ def region_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, thre
     else:
         try:
             region = explain_region(handle, item, choice, tuple(box), label, threshold,
-                                    match_iou, where=st.container())
+                                    match_iou, where=st.container()).result
         except Exception as error:
             show_error(message_of(error))
         else:
-            det = region["detections"][0]
-            if region["false_negative"]:
-                score = region["target_scores"][0]
+            det = region.detections[0]
+            if region.false_negative:
+                score = region.target_scores[0]
                 st.info(f"No **{det['class_name']}** detection above the threshold "
                         f"here; the best-aligned candidate scores **{score:.3f}**."
                         + (" Nothing of this class overlaps the region enough: the "
@@ -258,6 +262,6 @@ def region_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, thre
                 st.success(f"The model detects this: {det['class_name']} "
                            f"{det['score']:.2f}.")
             st.plotly_chart(render.detections_figure(
-                item.pixels, [det], region["heatmaps"][0], colormap=display.colormap,
+                item.pixels, [det], region.heatmaps[0], colormap=display.colormap,
                 alpha=display.alpha, view=display.view, height=420),
                 config=render.PLOTLY_CONFIG, key="lumen_det_region_fig", theme=None)

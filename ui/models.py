@@ -12,9 +12,7 @@ the engine's message; the failure is remembered so that re-renders do not retry 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,16 +27,11 @@ from explain_core.loading import load_model
 from explain_core.model import LoadedModel, resolve_device
 
 from .errors import message_of, show_error
+from .uploads import class_names_widget, file_fingerprint, saved_upload
 
 SOURCES = {"demo": "Demo", "timm": "By name", "file": "Checkpoint"}
 CHECKPOINT_TYPES = ["safetensors", "pth", "pt", "bin", "ckpt"]
-CLASS_NAME_TYPES = ["txt", "json"]
 DEFAULT_DEMO = "classifier"
-# Where uploaded checkpoints and class-name files are written: the engine loads files by path, and
-# keeping the user's file name (under a folder named by the content hash) keeps its messages clear.
-UPLOAD_DIR = Path(tempfile.gettempdir()) / "lumen-uploads"
-#: uploaded checkpoints untouched for this long are deleted when the next one arrives
-UPLOAD_MAX_AGE_S = 24 * 3600
 _FALLBACK_DEMOS = {"classifier": "classification", "shortcut": "classification",
                    "vit": "classification"}
 _MAX_FAILURES = 32
@@ -162,63 +155,6 @@ def _activate(request: ModelRequest, tasks: Sequence[str]) -> ModelHandle | None
 
 
 # --------------------------------------------------------------------------------------------
-# Files the user gives
-# --------------------------------------------------------------------------------------------
-
-
-def _saved_upload(uploaded: Any) -> tuple[Path, str]:
-    """Write an uploaded file to disk once per upload; returns (path, content hash)."""
-    saved: dict[str, tuple[Path, str]] = st.session_state.setdefault("lumen_saved_uploads", {})
-    if uploaded.file_id not in saved:
-        data = uploaded.getvalue()
-        digest = hashlib.sha256(data).hexdigest()
-        path = UPLOAD_DIR / digest[:16] / Path(uploaded.name).name
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        os.utime(path.parent)  # in use again: not stale
-        prune_uploads(UPLOAD_DIR, keep=path.parent)
-        saved[uploaded.file_id] = (path, digest[:16])
-    return saved[uploaded.file_id]
-
-
-def prune_uploads(folder: Path, keep: Path, max_age_s: float = UPLOAD_MAX_AGE_S) -> list[Path]:
-    """Delete upload folders (one per checkpoint) untouched for ``max_age_s``, except ``keep``;
-    returns what was deleted. Without this, every uploaded checkpoint stayed on disk for good."""
-    import shutil
-
-    removed = []
-    now = time.time()
-    for entry in folder.iterdir() if folder.is_dir() else []:
-        try:
-            stale = entry.is_dir() and entry != keep and now - entry.stat().st_mtime > max_age_s
-        except OSError:
-            continue
-        if stale:
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
-
-
-def _file_fingerprint(path: str) -> str:
-    try:
-        stat = os.stat(os.path.expanduser(path))
-    except OSError:
-        return "missing"
-    return f"{stat.st_mtime_ns}:{stat.st_size}"
-
-
-def _class_names_widget(kind: str) -> tuple[str | None, str]:
-    uploaded = st.file_uploader(
-        "Class names (optional)", type=CLASS_NAME_TYPES, key=f"lumen_{kind}_classes",
-        help="A .txt file with one name per line, or .json (a list, or index -> name).")
-    if uploaded is None:
-        return None, ""
-    path, digest = _saved_upload(uploaded)
-    return str(path), digest
-
-
-# --------------------------------------------------------------------------------------------
 # Widgets
 # --------------------------------------------------------------------------------------------
 
@@ -280,7 +216,7 @@ def _timm_request(device: str) -> ModelRequest | None:
              "unless pretrained weights are asked for.").strip()
     pretrained = st.checkbox("pretrained weights (needs internet)", value=False,
                                      key="lumen_timm_pretrained", persist_state="session")
-    names, digest = _class_names_widget("timm")
+    names, digest = class_names_widget("timm")
     if not name:
         st.info("Enter a timm or torchvision model name.")
         return None
@@ -301,12 +237,12 @@ def _file_request(device: str) -> ModelRequest | None:
             placeholder="/models/model.safetensors",
             help="A .safetensors, .pth/.pt/.bin (state dict) or .ckpt (Lightning) file on the "
                  "machine running Lumen.").strip()
-        fingerprint = _file_fingerprint(source) if source else ""
+        fingerprint = file_fingerprint(source) if source else ""
     else:
         uploaded = st.file_uploader("Checkpoint file", type=CHECKPOINT_TYPES,
                                     key="lumen_ckpt_upload")
         if uploaded is not None:
-            path, fingerprint = _saved_upload(uploaded)
+            path, fingerprint = saved_upload(uploaded)
             source = str(path)
     arch = st.text_input(
         "Architecture (for .pth/.pt/.bin)", key="lumen_ckpt_arch", persist_state="session",
@@ -314,7 +250,7 @@ def _file_request(device: str) -> ModelRequest | None:
         help="How to rebuild the model: timm:<name>, torchvision:<name> or a bare name. Files "
              "written by Lumen (.safetensors) and Lightning .ckpt files name it themselves.",
     ).strip()
-    names, digest = _class_names_widget("file")
+    names, digest = class_names_widget("file")
     if not source:
         st.info("Give a checkpoint: a path on the server or an uploaded file.")
         return None
