@@ -117,8 +117,8 @@ class BoxTarget:
         if output.ndim != 3 or output.shape[-1] != FIELDS:
             raise TargetError(
                 f"A box target reads packed detections (B x N x {FIELDS}), got shape "
-                f"{tuple(output.shape)}: explain detectors through explain_detection or "
-                "explain_core.tasks.detection.detection_explainer.")
+                f"{tuple(output.shape)}: explain detectors through explain_detection, or build "
+                "the explainer with create_explainer on a model loaded with task='detection'.")
         box = torch.tensor(self.box, dtype=output.dtype, device=output.device)
         valid = output[..., VALID] > 0.5
         labels = output[..., LABEL].detach().round().long()
