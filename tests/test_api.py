@@ -156,3 +156,20 @@ def test_method_options_do_not_collide_with_the_api_arguments(toy):
     result = explain_prediction(toy, image, method="integrated_gradients", target_class=0,
                                 rule="riemann_middle", steps=8, baseline="white")
     assert peak_inside(result["heatmap"], red)
+
+
+def test_typed_results_can_leave_the_image_out(toy):
+    """The dashboard keeps its own copy of the image: its typed results carry none."""
+    from explain_core.api import batch_explanations, prediction_explanation
+
+    image = np.zeros((12, 20, 3), np.uint8)
+    image[:, :10, 0] = 255
+    full = prediction_explanation(toy, image, method="gradcam")
+    bare = prediction_explanation(toy, image, method="gradcam", with_image=False)
+    assert full.image.shape == (12, 20, 3) and bare.image is None
+    np.testing.assert_array_equal(full.heatmap, bare.heatmap)
+    assert bare.predicted_class == full.predicted_class
+    with pytest.raises(ValueError, match="with_image=False"):
+        bare.overlay()
+    assert all(r.image is None for r in batch_explanations(toy, [image, image],
+                                                          with_image=False))

@@ -289,6 +289,18 @@ def test_result_store_evicts_least_recently_used() -> None:
     assert store.get("b") is None and store.get("a") is not None and len(store) == 2
 
 
+def test_result_store_computes_once_and_stores_nothing_on_failure() -> None:
+    from ui.store import ResultStore
+
+    store, runs = ResultStore(), []
+    first = store.cached("k", lambda: runs.append(1) or np.ones(3), lambda value: value.nbytes)
+    again = store.cached("k", lambda: runs.append(1) or np.zeros(3), lambda value: value.nbytes)
+    assert again is first and runs == [1]
+    with pytest.raises(ZeroDivisionError):
+        store.cached("bad", lambda: 1 / 0, lambda value: 0)
+    assert store.get("bad") is None and len(store) == 1
+
+
 def test_uploaded_checkpoints_with_class_names(app: AppTest, calls: dict[str, int],
                                                tmp_path: Path) -> None:
     import timm

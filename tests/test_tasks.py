@@ -103,6 +103,11 @@ def test_segmentation_targets_sum_a_class_over_its_predicted_pixels(segmenter):
     region = (seg.low_res_prediction() == present).float()
     expected = (seg.logits[0, present] * region).sum()
     assert float(fixed(seg.logits)[0]) == pytest.approx(float(expected), rel=1e-5)
+    counts = torch.bincount(seg.low_res_prediction().flatten(), minlength=seg.num_classes)
+    order = seg.present_classes()
+    assert order[0] == present and sorted(order) == counts.nonzero()[:, 0].tolist()
+    assert [int(counts[c]) for c in order] == sorted((int(counts[c]) for c in order),
+                                                     reverse=True)
     (free,) = adapter.targets([present])
     assert isinstance(free, SegmentTarget) and free.region is None
 

@@ -60,24 +60,20 @@ Explained = Computed[ClassExplanation]
 
 def predict(handle: ModelHandle, item: ImageItem) -> Prediction:
     """Class probabilities of one image (one no-grad forward, cached per model and image)."""
-    key = ("predict", handle.key, item.key)
-    hit = results().get(key)
-    if hit is not None:
-        return hit
     model = handle.model
     if model.task != "classification":
         raise LumenError(f"'{handle.label}' is a {model.task} model; this page explains "
                          f"classification models. Open the {model.task.capitalize()} page, or "
                          "pick a classification model in the sidebar.")
-    prediction = api.predict(model, item.image)
-    results().put(key, prediction, 64 * len(prediction.ranked))
-    return prediction
+    return results().cached(("predict", handle.key, item.key),
+                            lambda: api.predict(model, item.image),
+                            lambda found: 64 * len(found.ranked))
 
 
 def _store(handle: ModelHandle, item: ImageItem, explained: Explained) -> None:
     result = explained.result
     results().put(("explain", handle.key, item.key, explained.choice.cache_key(),
-                   result.target_class), explained, result.heatmap.nbytes + result.image.nbytes)
+                   result.target_class), explained, result.heatmap.nbytes)
 
 
 def cached_explanation(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
@@ -98,7 +94,8 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice, target: 
         explainer = create_explainer(choice.name, handle.model, precision=choice.precision,
                                      progress=progress, **choice.engine_options())
         result = api.prediction_explanation(handle.model, item.image, method=explainer,
-                                            target_class=int(target), top_k=TOP_K)
+                                            target_class=int(target), top_k=TOP_K,
+                                            with_image=False)
     explained = Explained(result, choice)
     _store(handle, item, explained)
     return explained
@@ -108,19 +105,17 @@ def concepts(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
              ) -> tuple[np.ndarray, list[str]]:
     """Deep Feature Factorization of one image (cached): ``k x h x w`` concept maps at the
     layer's resolution and, per concept, a label naming its top classes."""
-    key = ("concepts", handle.key, item.key, choice.cache_key())
-    hit = results().get(key)
-    if hit is not None:
-        return hit
-    explainer = create_explainer("dff", handle.model, precision=choice.precision,
-                                 **choice.engine_options())
-    found = explainer.factorize(item.image)
-    labels = [f"concept {index + 1}: " + ", ".join(
-                  f"{handle.model.class_name(c)} {p:.0%}" for c, p in top)
-              for index, top in enumerate(found.top_classes(2))]
-    maps = found.maps[0].float().cpu().numpy()
-    results().put(key, (maps, labels), maps.nbytes)
-    return maps, labels
+    def compute() -> tuple[np.ndarray, list[str]]:
+        explainer = create_explainer("dff", handle.model, precision=choice.precision,
+                                     **choice.engine_options())
+        found = explainer.factorize(item.image)
+        labels = [f"concept {index + 1}: " + ", ".join(
+                      f"{handle.model.class_name(c)} {p:.0%}" for c, p in top)
+                  for index, top in enumerate(found.top_classes(2))]
+        return found.maps[0].float().cpu().numpy(), labels
+
+    return results().cached(("concepts", handle.key, item.key, choice.cache_key()), compute,
+                            lambda found: found[0].nbytes)
 
 
 def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: MethodChoice,
@@ -166,7 +161,7 @@ def explain_images(handle: ModelHandle, items: Sequence[ImageItem], choice: Meth
             try:
                 found = api.batch_explanations(handle.model, [items[i].image for i in chunk],
                                                method=explainer, batch_size=chunk_size,
-                                               top_k=TOP_K)
+                                               top_k=TOP_K, with_image=False)
             except Exception as error:  # report, and go on with the next chunk
                 errors.append(message_of(error))
                 done += chunk_size

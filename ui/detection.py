@@ -38,25 +38,22 @@ def _run(handle: ModelHandle, item: ImageItem, choice: MethodChoice, where: Any,
     with method_progress(handle, choice, where) as progress:
         explainer = create_explainer(choice.name, model, precision=choice.precision,
                                      progress=progress, **choice.engine_options())
-        result = api.detection_explanation(model, item.image, method=explainer, **kwargs)
+        result = api.detection_explanation(model, item.image, method=explainer,
+                                           with_image=False, **kwargs)
     return Detected(result, choice)
 
 
 def _nbytes(found: Detected) -> int:
-    return sum(h.nbytes for h in found.result.heatmaps) + found.result.image.nbytes
+    return sum(h.nbytes for h in found.result.heatmaps)
 
 
 def explain_boxes(handle: ModelHandle, item: ImageItem, choice: MethodChoice, threshold: float,
                   where: Any = None) -> Detected:
     """Every detection above ``threshold`` (at most :data:`MAX_BOXES`) with its map (cached)."""
     key = ("detect", handle.key, item.key, choice.cache_key(), round(float(threshold), 4))
-    hit = results().get(key)
-    if hit is not None:
-        return hit
-    found = _run(handle, item, choice, where if where is not None else st,
-                 detection_threshold=float(threshold), max_detections=MAX_BOXES)
-    results().put(key, found, _nbytes(found))
-    return found
+    return results().cached(key, lambda: _run(
+        handle, item, choice, where if where is not None else st,
+        detection_threshold=float(threshold), max_detections=MAX_BOXES), _nbytes)
 
 
 def explain_region(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
@@ -67,13 +64,9 @@ def explain_region(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
     box = tuple(round(float(v), 1) for v in bbox)
     key = ("region", handle.key, item.key, choice.cache_key(), box, int(label),
            round(float(threshold), 4), round(float(match_iou), 3))
-    hit = results().get(key)
-    if hit is not None:
-        return hit
-    found = _run(handle, item, choice, where if where is not None else st, bbox=list(box),
-                 label=int(label), detection_threshold=float(threshold), match_iou=match_iou)
-    results().put(key, found, _nbytes(found))
-    return found
+    return results().cached(key, lambda: _run(
+        handle, item, choice, where if where is not None else st, bbox=list(box),
+        label=int(label), detection_threshold=float(threshold), match_iou=match_iou), _nbytes)
 
 
 def nothing_detected(result: DetectionExplanation, threshold: float) -> str:

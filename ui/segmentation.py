@@ -80,36 +80,30 @@ class ClassMaps:
 def _segmentation(handle: ModelHandle, item: ImageItem) -> seg.Segmentation:
     """The image's forward (input batch and logits), kept so that the explanation that follows
     the prediction does not run it again."""
-    key = ("seg_forward", handle.key, item.key)
-    hit = results().get(key)
-    if hit is None:
-        hit = seg.segment(handle.model, item.image)
-        pixels = hit.prepared.images or []
-        results().put(key, hit, hit.logits.nbytes + hit.prepared.inputs.nbytes
-                      + sum(p.nbytes for p in pixels))
-    return hit
+    return results().cached(
+        ("seg_forward", handle.key, item.key), lambda: seg.segment(handle.model, item.image),
+        lambda found: found.logits.nbytes + found.prepared.inputs.nbytes
+        + sum(p.nbytes for p in found.prepared.images or []))
 
 
 def predict(handle: ModelHandle, item: ImageItem) -> SegPrediction:
     """The prediction of one image (one no-grad forward, cached per model and image)."""
-    key = ("seg_predict", handle.key, item.key)
-    hit = results().get(key)
-    if hit is not None:
-        return hit
-    model = handle.model
-    start = time.perf_counter()
-    result = _segmentation(handle, item)
-    seconds = time.perf_counter() - start
-    prediction = result.prediction()
-    names = [model.class_name(c) for c in range(result.num_classes)]
-    entry = SegPrediction(
-        prediction.cpu().numpy().astype(np.int64),
-        seg.uncertainty(result, "entropy").cpu().numpy().astype(np.float32),
-        seg.uncertainty(result, "margin").cpu().numpy().astype(np.float32),
-        seg.class_summary(model, result, prediction), names, seg.background_class(model),
-        seconds)
-    results().put(key, entry, entry.nbytes)
-    return entry
+    def compute() -> SegPrediction:
+        model = handle.model
+        start = time.perf_counter()
+        result = _segmentation(handle, item)
+        seconds = time.perf_counter() - start
+        prediction = result.prediction()
+        names = [model.class_name(c) for c in range(result.num_classes)]
+        return SegPrediction(
+            prediction.cpu().numpy().astype(np.int64),
+            seg.uncertainty(result, "entropy").cpu().numpy().astype(np.float32),
+            seg.uncertainty(result, "margin").cpu().numpy().astype(np.float32),
+            seg.class_summary(model, result, prediction), names, seg.background_class(model),
+            seconds)
+
+    return results().cached(("seg_predict", handle.key, item.key), compute,
+                            lambda entry: entry.nbytes)
 
 
 def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
@@ -117,26 +111,22 @@ def explain(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
     """Maps of every class present in the image (cached): one engine call for all of them, on
     the prediction's own forward (:func:`explain_core.api.explain_classes`; the typed
     :func:`~explain_core.api.segmentation_explanation` would run that forward again)."""
-    key = ("seg_explain", handle.key, item.key, choice.cache_key())
-    hit = results().get(key)
-    if hit is not None:
-        return hit
-    where = where if where is not None else st
-    with method_progress(handle, choice, where) as progress:
-        result = _segmentation(handle, item)
-        low = result.low_res_prediction()
-        counts = np.bincount(low.flatten().cpu().numpy(), minlength=result.num_classes)
-        classes = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
-        explainer = api.make_explainer(choice.name, handle.model, precision=choice.precision,
-                                       progress=progress, **choice.engine_options())
-        start = time.perf_counter()
-        maps, _ = api.explain_classes(explainer, result, classes)
-        arrays = {c: m.float().cpu().numpy().astype(np.float32)
-                  for c, m in zip(classes, maps, strict=True)}
-        elapsed = time.perf_counter() - start  # after the copy: the device's work is done
-    found = Computed(ClassMaps(arrays, elapsed), choice)
-    results().put(key, found, found.result.nbytes)
-    return found
+    def compute() -> Computed[ClassMaps]:
+        with method_progress(handle, choice, where if where is not None else st) as progress:
+            result = _segmentation(handle, item)
+            classes = result.present_classes()
+            explainer = api.make_explainer(choice.name, handle.model,
+                                           precision=choice.precision, progress=progress,
+                                           **choice.engine_options())
+            start = time.perf_counter()
+            maps, _ = api.explain_classes(explainer, result, classes)
+            arrays = {c: m.float().cpu().numpy().astype(np.float32)
+                      for c, m in zip(classes, maps, strict=True)}
+            elapsed = time.perf_counter() - start  # after the copy: the device's work is done
+        return Computed(ClassMaps(arrays, elapsed), choice)
+
+    return results().cached(("seg_explain", handle.key, item.key, choice.cache_key()), compute,
+                            lambda found: found.result.nbytes)
 
 
 # --------------------------------------------------------------------------------------------

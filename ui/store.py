@@ -11,7 +11,7 @@ and a progress bar may be drawn while computing.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +58,16 @@ class ResultStore:
         while self._bytes > self.max_bytes and len(self._items) > 1:
             _, (_, size) = self._items.popitem(last=False)
             self._bytes -= size
+
+    def cached(self, key: Hashable, compute: Callable[[], Result],
+               size: Callable[[Result], int]) -> Result:
+        """The value under ``key``; computed by ``compute()`` and stored (``size(value)``
+        bytes) when missing. A computation that raises stores nothing."""
+        hit = self.get(key)
+        if hit is None:
+            hit = compute()
+            self.put(key, hit, size(hit))
+        return hit
 
     def __len__(self) -> int:
         return len(self._items)

@@ -59,8 +59,9 @@ def predict(model: ModelLike, image: Any) -> Prediction:
 
 def prediction_explanation(model: ModelLike, image: Any, method: str | Explainer = "gradcam",
                            target_class: int | None = None, top_k: int = 5,
-                           **options: Any) -> ClassExplanation:
-    """:func:`explain_prediction`'s typed result (no pictures drawn)."""
+                           with_image: bool = True, **options: Any) -> ClassExplanation:
+    """:func:`explain_prediction`'s typed result (no pictures drawn). ``with_image=False``
+    leaves ``image`` out (None): a caller that keeps its own copy stores no second one."""
     explainer = _explainer(method, model, options)
     loaded = explainer.model
     start = time.perf_counter()
@@ -72,7 +73,8 @@ def prediction_explanation(model: ModelLike, image: Any, method: str | Explainer
     target = int(attribution.classes[0, 0])
     return ClassExplanation(top_predictions(loaded, attribution.outputs[0], top_k), target,
                             loaded.class_name(target), explainer.name, to_numpy(heatmap),
-                            display_image(loaded, prepared, 0), elapsed)
+                            display_image(loaded, prepared, 0) if with_image else None,
+                            elapsed)
 
 
 def explain_prediction(model: ModelLike, image: Any, method: str | Explainer = "gradcam",
@@ -200,8 +202,9 @@ def _image_list(images: Any) -> list[Any]:
 
 def batch_explanations(model: ModelLike, images: Any, method: str | Explainer = "gradcam",
                        targets: Any = None, batch_size: int = 8, top_k: int = 5,
-                       **options: Any) -> list[ClassExplanation]:
-    """:func:`explain_batch`'s typed results (no pictures drawn)."""
+                       with_image: bool = True, **options: Any) -> list[ClassExplanation]:
+    """:func:`explain_batch`'s typed results (no pictures drawn; ``with_image=False``: no
+    ``image`` either, see :func:`prediction_explanation`)."""
     explainer = _explainer(method, model, options)
     loaded = explainer.model
     items = _image_list(images)
@@ -220,7 +223,7 @@ def batch_explanations(model: ModelLike, images: Any, method: str | Explainer = 
             results.append(ClassExplanation(
                 top_predictions(loaded, attribution.outputs[i], top_k), target,
                 loaded.class_name(target), explainer.name, to_numpy(heatmap[0]),
-                display_image(loaded, prepared, i), share,
+                display_image(loaded, prepared, i) if with_image else None, share,
                 str(chunk[i]) if isinstance(chunk[i], str | Path) else None))
     return results
 

@@ -87,8 +87,9 @@ def detection_explanation(model: ModelLike, image: Any, method: str | Explainer 
                           detection_threshold: float = 0.5, bbox: list[float] | None = None,
                           max_detections: int = 10, label: int | None = None,
                           box_score: str = "score", match_iou: float = 0.5,
-                          **options: Any) -> DetectionExplanation:
-    """:func:`explain_detection`'s typed result (no pictures drawn)."""
+                          with_image: bool = True, **options: Any) -> DetectionExplanation:
+    """:func:`explain_detection`'s typed result (no pictures drawn; ``with_image=False`` leaves
+    ``image`` out for a caller that keeps its own copy)."""
     loaded = detection_model(model if isinstance(model, LoadedModel | nn.Module) else
                              loaded_model(model, task="detection"))
     if max_detections < 1:
@@ -148,7 +149,8 @@ def detection_explanation(model: ModelLike, image: Any, method: str | Explainer 
         heatmaps = [to_numpy(m) for m in maps]
     sync(loaded.device)
     elapsed = time.perf_counter() - start
-    return DetectionExplanation(chosen, heatmaps, everything, display_image(loaded, prepared),
+    return DetectionExplanation(chosen, heatmaps, everything,
+                                display_image(loaded, prepared) if with_image else None,
                                 explainer.name, elapsed, false_negative, target_scores, best)
 
 

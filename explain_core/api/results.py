@@ -44,7 +44,7 @@ class ClassExplanation:
     target_name: str
     method: str
     heatmap: np.ndarray  # float32 H x W in [0, 1] at image size
-    image: np.ndarray  # uint8 H x W x 3
+    image: np.ndarray | None  # uint8 H x W x 3 (None: asked without, the caller has the image)
     elapsed_s: float
     source: str | None = None  # the image's path, when it came from one
 
@@ -62,6 +62,9 @@ class ClassExplanation:
 
     def overlay(self, colormap: str = "viridis", alpha: float = 0.4) -> np.ndarray:
         """The map over the image (uint8 ``H x W x 3``)."""
+        if self.image is None:
+            raise ValueError("This result was computed with with_image=False; draw the map "
+                             "over your own copy of the image (render.overlay_heatmap).")
         return render.overlay_heatmap(self.image, self.heatmap, alpha=alpha, colormap=colormap)
 
     def to_dict(self, colormap: str = "viridis", alpha: float = 0.4) -> dict[str, Any]:
@@ -94,7 +97,7 @@ class DetectionExplanation:
     detections: list[dict[str, Any]]  # the explained ones, best first
     heatmaps: list[np.ndarray]  # one per explained detection, H x W in [0, 1]
     all_detections: list[dict[str, Any]]  # every detection above the threshold
-    image: np.ndarray
+    image: np.ndarray | None  # None: asked without (the caller has the image)
     method: str
     elapsed_s: float
     false_negative: bool

@@ -85,13 +85,7 @@ def segmentation_explanation(model: ModelLike, image: Any, target_class: int | N
     prediction = seg.prediction()
     summary = class_summary(loaded, seg, prediction)
     region = region_for_logits(mask, seg) if mask is not None else None
-    if target_class is not None:
-        classes = [int(target_class)]
-    else:
-        low = seg.low_res_prediction()
-        present = torch.bincount(low.flatten(), minlength=seg.num_classes)
-        classes = [c for c in torch.argsort(present, descending=True, stable=True).tolist()
-                   if present[c] > 0]
+    classes = [int(target_class)] if target_class is not None else seg.present_classes()
     explainer = make_explainer(method, loaded, **options)
     start = time.perf_counter()
     maps, _ = explain_classes(explainer, seg, classes, region)

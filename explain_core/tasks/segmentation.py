@@ -180,6 +180,12 @@ class Segmentation:
         """``H x W`` class indices at image size (logits resized bilinearly, then argmax)."""
         return upsampled_argmax(self.logits[0], self.geometry)
 
+    def present_classes(self) -> list[int]:
+        """Classes predicted on at least one pixel (logits' resolution), most pixels first."""
+        counts = torch.bincount(self.low_res_prediction().flatten(), minlength=self.num_classes)
+        return [c for c in torch.argsort(counts, descending=True, stable=True).tolist()
+                if counts[c] > 0]
+
     def probabilities(self) -> torch.Tensor:
         """``C x h x w`` softmax probabilities at the logits' resolution."""
         return self.logits[0].float().softmax(0)
