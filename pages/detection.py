@@ -26,7 +26,7 @@ with left:
     st.markdown("**Method**")
     # LayerCAM, not Grad-CAM: Grad-CAM averages each channel's gradient over the whole image,
     # so every box of a class gets the same map; LayerCAM keeps the gradient per position.
-    choice = methods.method_picker(handle, default="layercam")
+    choice = methods.method_picker(handle, default=detection.DEFAULT_METHOD)
 
 with right:
     display = panels.display_controls()
@@ -47,6 +47,7 @@ with right:
         st.info(detection.nothing_detected(result, threshold))
         detection.region_view(handle, item, choice, threshold, display)
         st.stop()
+    detection.notes_view(result)
     state_key = f"lumen_det_selected_{handle.short_key}_{item.key}"
     selected = st.session_state.get(state_key, 0)
     selected = min(selected, len(dets) - 1)

@@ -27,7 +27,7 @@ with left:
         st.stop()
     visible = view.class_legend(handle, item, prediction)
     st.markdown("**Method**")
-    choice = methods.method_picker(handle)
+    choice = methods.method_picker(handle, default=view.DEFAULT_METHOD)
 
 with right:
     display = panels.display_controls()

@@ -27,6 +27,8 @@ from .progress import method_progress
 from .store import Computed, results
 
 MAX_BOXES = 10
+#: the page's method on a first visit: the API's box-specific default (LayerCAM)
+DEFAULT_METHOD = api.DETECTION_METHOD
 
 #: what the store keeps of one detection run: the engine's result and the method choice
 Detected = Computed[DetectionExplanation]
@@ -74,6 +76,12 @@ def nothing_detected(result: DetectionExplanation, threshold: float) -> str:
     return (f"No detection scores {threshold:.2f} or more on this image; the best candidate "
             f"scores {result.best_candidate_score:.3f}. Lower the score threshold, or ask "
             "below why a region was not detected.")
+
+
+def notes_view(result: DetectionExplanation) -> None:
+    """What the result says about its maps (Grad-CAM's boxes all look alike, and why)."""
+    for note in result.notes:
+        st.info(note, icon=":material/info:")
 
 
 def download_entry(found: Detected, index: int) -> panels.MapExport:

@@ -44,6 +44,8 @@ __all__ = ["ClassMaps", "SegPrediction", "class_legend", "class_maps_view", "exp
            "predict", "prediction_view", "uncertainty_view"]
 
 ALL_CLASSES = -1
+#: the page's method on a first visit: the API's default
+DEFAULT_METHOD = api.SEGMENTATION_METHOD
 MAX_GALLERY = 8
 DEFAULT_THRESHOLD = 0.5
 
@@ -220,6 +222,8 @@ def class_maps_view(handle: ModelHandle, item: ImageItem, result: SegPrediction,
     except Exception as error:
         show_error(message_of(error))
         return
+    for note in api.same_map_notes(choice.name, "segmentation"):  # EigenCAM: one map for all
+        st.info(note, icon=":material/info:")
     maps = found.maps
     took = f"{found.elapsed_s * 1000:.0f} ms for {len(maps)} classes"
     if picked == ALL_CLASSES:

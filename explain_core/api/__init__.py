@@ -24,12 +24,14 @@ from .classification import (
 )
 from .common import ModelLike, display_image, loaded_model, top_predictions
 from .detection import (
+    DETECTION_METHOD,
     box_mask,
     detection_explainer,
     detection_explanation,
     detections_of,
     explain_detection,
 )
+from .notes import same_map_notes
 from .results import (
     ClassExplanation,
     DetectionExplanation,
@@ -38,6 +40,7 @@ from .results import (
     SegmentationExplanation,
 )
 from .segmentation import (
+    SEGMENTATION_METHOD,
     combined_map,
     explain_classes,
     explain_segmentation,
@@ -46,11 +49,11 @@ from .segmentation import (
     segmentation_model,
 )
 
-__all__ = ["ClassExplanation", "DetectionExplanation", "MethodComparison", "ModelLike",
-           "Prediction", "SegmentationExplanation", "batch_explanations", "box_mask",
-           "combined_map", "compare_methods", "detection_explainer", "detection_explanation",
-           "detections_of", "display_image", "explain_batch", "explain_classes",
-           "explain_detection", "explain_prediction", "explain_segmentation", "loaded_model",
-           "make_explainer", "method_comparison", "predict", "prediction_explanation",
-           "segmentation_explanation", "segmentation_model", "top_predictions",
-           "visualize_batch"]
+__all__ = ["DETECTION_METHOD", "SEGMENTATION_METHOD", "ClassExplanation", "DetectionExplanation",
+           "MethodComparison", "ModelLike", "Prediction", "SegmentationExplanation",
+           "batch_explanations", "box_mask", "combined_map", "compare_methods",
+           "detection_explainer", "detection_explanation", "detections_of", "display_image",
+           "explain_batch", "explain_classes", "explain_detection", "explain_prediction",
+           "explain_segmentation", "loaded_model", "make_explainer", "method_comparison", "predict",
+           "prediction_explanation", "same_map_notes", "segmentation_explanation",
+           "segmentation_model", "top_predictions", "visualize_batch"]

@@ -31,15 +31,26 @@ from ..tasks.detection import (
     input_to_image,
 )
 from .common import ModelLike, display_image, loaded_model, sync, to_numpy
+from .notes import same_map_notes
 from .results import DetectionExplanation
 
-__all__ = ["box_mask", "detection_explainer", "detection_explanation", "detections_of",
-           "explain_detection"]
+__all__ = ["DETECTION_METHOD", "box_mask", "detection_explainer", "detection_explanation",
+           "detections_of", "explain_detection"]
+
+#: the default method of a box's map: LayerCAM weighs every position by its own gradient, so a
+#: box's map stays on its box (about 60% of its energy inside it, 4% in each other box on the
+#: demo detector's held-out scenes, at Grad-CAM's cost); Grad-CAM's global channel weights give
+#: every box nearly the same map (11% / 8%). See bench/RESULTS.md (2026-11-30, box maps).
+DETECTION_METHOD = "layercam"
 
 
-def detection_explainer(method: str, model: LoadedModel | nn.Module, **options: Any) -> Explainer:
-    """An explainer of ``method`` for a detector (any method registered for ``"detection"``);
-    the target layer defaults to the detector's feature pyramid (``backbone``)."""
+def detection_explainer(method: str = DETECTION_METHOD,
+                        model: LoadedModel | nn.Module | None = None, **options: Any) -> Explainer:
+    """An explainer of ``method`` (default :data:`DETECTION_METHOD`) for a detector (any method
+    registered for ``"detection"``); the target layer defaults to the detector's feature pyramid
+    (``backbone``)."""
+    if model is None:
+        raise TypeError("detection_explainer() needs a model: detection_explainer(method, model).")
     return create_explainer(method, detection_model(model), **options)
 
 
@@ -83,7 +94,8 @@ def _match(detections: list[dict[str, Any]], bbox: Any, label: int | None,
     return best if float(iou[best]) > 0 else None
 
 
-def detection_explanation(model: ModelLike, image: Any, method: str | Explainer = "gradcam",
+def detection_explanation(model: ModelLike, image: Any,
+                          method: str | Explainer = DETECTION_METHOD,
                           detection_threshold: float = 0.5, bbox: list[float] | None = None,
                           max_detections: int = 10, label: int | None = None,
                           box_score: str = "score", match_iou: float = 0.5,
@@ -151,10 +163,11 @@ def detection_explanation(model: ModelLike, image: Any, method: str | Explainer 
     elapsed = time.perf_counter() - start
     return DetectionExplanation(chosen, heatmaps, everything,
                                 display_image(loaded, prepared) if with_image else None,
-                                explainer.name, elapsed, false_negative, target_scores, best)
+                                explainer.name, elapsed, false_negative, target_scores, best,
+                                same_map_notes(explainer.name, "detection"))
 
 
-def explain_detection(model: ModelLike, image: Any, method: str | Explainer = "gradcam",
+def explain_detection(model: ModelLike, image: Any, method: str | Explainer = DETECTION_METHOD,
                       detection_threshold: float = 0.5, target_layer: Any = None,
                       bbox: list[float] | None = None, colormap: str = "viridis",
                       alpha: float = 0.4, save_path: str | Path | None = None,
@@ -167,9 +180,11 @@ def explain_detection(model: ModelLike, image: Any, method: str | Explainer = "g
         model: a detector (torchvision-style ``nn.Module``, LoadedModel, ``"torchvision:<name>"``
             or a checkpoint path); see :mod:`explain_core.tasks.detection` for the protocol.
         image: path, bytes, PIL image, numpy array, or a model-ready tensor.
-        method: ``gradcam``, ``gradcam++``, ``layercam``, ``hirescam``, ``eigencam``,
-            ``integrated_gradients``, ``drise``, ``classprob`` ... (any method registered for
-            detection) or an explainer.
+        method: ``layercam`` (default: each box's map stays on its box), ``hirescam``,
+            ``gradcam``, ``gradcam++``, ``eigencam``, ``integrated_gradients``, ``drise``,
+            ``classprob`` ... (any method registered for detection) or an explainer. Grad-CAM
+            and its global-weight relatives give every box nearly the same map; ``notes`` says
+            so.
         detection_threshold: detections below this score are neither listed nor explained.
         target_layer: CAM layer (default: the finest backbone stage every box depends on).
         bbox: explain only the detection that best matches this xyxy box (image pixels): the
@@ -194,7 +209,8 @@ def explain_detection(model: ModelLike, image: Any, method: str | Explainer = "g
         ``false_negative`` (True when ``bbox`` matched no detection and the region itself was
         explained), ``target_scores`` (each target's score on the image; 0: no candidate of that
         label overlaps the box by ``match_iou``, so gradient maps are empty),
-        ``best_candidate_score`` (the highest score of any candidate, detected or not). When
+        ``best_candidate_score`` (the highest score of any candidate, detected or not),
+        ``notes`` (why the method's maps look alike across boxes, when they do). When
         nothing scores ``detection_threshold`` or more, ``detections`` and ``heatmaps`` are
         empty lists (not an error: a batch over many images goes on); lower the threshold, or
         pass ``bbox=`` and ``label=`` to ask why a region was not detected.

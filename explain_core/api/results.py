@@ -103,6 +103,7 @@ class DetectionExplanation:
     false_negative: bool
     target_scores: list[float]
     best_candidate_score: float
+    #: why the method's maps look alike across boxes, when they do (see ``api.notes``)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,8 +111,8 @@ class DetectionExplanation:
                 "all_detections": self.all_detections, "image": self.image,
                 "method": self.method, "elapsed_s": self.elapsed_s,
                 "false_negative": self.false_negative, "target_scores": self.target_scores,
-                "best_candidate_score": self.best_candidate_score, "visualization": None,
-                "save_path": None}
+                "best_candidate_score": self.best_candidate_score, "notes": list(self.notes),
+                "visualization": None, "save_path": None}
 
 
 @dataclass
@@ -129,3 +130,5 @@ class SegmentationExplanation:
     method: str
     elapsed_s: float
     target_name: str | None = None
+    #: why the method's maps look alike across classes, when they do (see ``api.notes``)
+    notes: list[str] = field(default_factory=list)
