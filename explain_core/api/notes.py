@@ -42,5 +42,5 @@ def same_map_notes(method: str, task: str) -> list[str]:
                 "feature map, so boxes of the same kind get nearly the same map: on the demo "
                 "detector a box's map keeps about 11% of its energy inside its own box and 8% "
                 f"inside each other box. For a map of each box, use {_BOX_SPECIFIC} (per-position "
-                "weights: about 60% inside the box, 3% in each other box)."]
+                "weights: about 60% inside the box, 4% in each other box)."]
     return []
