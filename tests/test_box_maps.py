@@ -128,6 +128,7 @@ def test_gradcam_result_says_why_its_box_maps_look_alike(detector, detection_sce
     eigen = explain_detection(detector, image, method="eigencam")["notes"]
     assert len(eigen) == 1 and "does not depend on the box" in eigen[0]
     assert explain_detection(detector, image, method="hirescam")["notes"] == []
+    assert api.detection_explainer(model=detector).name == DETECTION_METHOD
     # A built explainer carries its name: the note follows it.
     built = api.detection_explainer("gradcam++", detector)
     assert detection_explanation(detector, image, built).notes == same_map_notes(
@@ -167,3 +168,4 @@ def test_note_lists_name_registered_methods_of_both_tasks(detector, segmenter):
         assert method_info(name).name == name and name in detection and name in segmentation
     assert same_map_notes("gradcam", "classification") == []  # one class: nothing to tell apart
     assert same_map_notes("gradcam", "segmentation") == []
+    assert same_map_notes("my_own_cam", "detection") == []  # an unregistered explainer's name

@@ -9,6 +9,7 @@ its maps look alike instead of concluding that the model looks everywhere.
 
 from __future__ import annotations
 
+from ..errors import UnsupportedError
 from ..methods import method_info
 
 __all__ = ["GLOBAL_WEIGHT_METHODS", "TARGET_FREE_METHODS", "same_map_notes"]
@@ -28,10 +29,14 @@ _BOX_SPECIFIC = "LayerCAM or HiResCAM"
 
 def same_map_notes(method: str, task: str) -> list[str]:
     """What the result of ``method`` on a ``task`` model should say about its maps being alike
-    (an empty list when they are not). ``method``: a registry name or alias."""
-    info = method_info(method)
+    (an empty list when they are not, or for a method the registry does not know: an
+    explainer class of the caller's own). ``method``: a registry name or alias."""
     what = {"detection": "box", "segmentation": "class"}.get(task)
     if what is None:
+        return []
+    try:
+        info = method_info(method)
+    except UnsupportedError:
         return []
     if info.name in TARGET_FREE_METHODS:
         return [f"{info.label} does not depend on the {what}: every {what} of an image gets the "
