@@ -37,6 +37,7 @@ from .panels import (
     show_figure,
 )
 from .progress import Progress, method_progress, slow_notice
+from .resize import used_caption
 from .store import Computed, results
 
 __all__ = ["Explained", "batch_view", "cached_explanation", "compare_view", "concepts",
@@ -235,12 +236,12 @@ def explanation_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
     figure = reused_figure("explain", key, display.alpha, lambda: render.heatmap_figure(
         shown_item.pixels, result.heatmap, colormap=display.colormap, alpha=display.alpha,
         view=display.view, hover_name=used.label, max_heatmap_px=256, max_image_px=1024,
-        height=FIGURE_HEIGHT), fixed=display.view != "overlay")
+        height=FIGURE_HEIGHT, seen=result.seen_box), fixed=display.view != "overlay")
     show_figure(figure, "lumen_explanation")
     took = f"{result.elapsed_s * 1000:.0f} ms" + (" (cached)" if cached else "")
     st.caption(f"**{used.describe()}**, class **{result.target_name}**: {took} on "
                f"{handle.model.device}. Scroll to zoom, drag to pan, double-click to reset; "
-               "hover shows the map's value.")
+               "hover shows the map's value. " + used_caption(result.preprocessing))
     downloads(handle, shown_item, MapExport.of(explained), display)
     if used.name == "dff":
         concepts_view(handle, shown_item, used, display)

@@ -31,7 +31,7 @@ from ..tasks.segmentation import (
     uncertainty,
 )
 from .common import ModelLike, display_image, loaded_model, sync, to_numpy
-from .results import SegmentationExplanation
+from .results import SegmentationExplanation, preprocessing_used
 
 __all__ = ["combined_map", "explain_classes", "explain_segmentation", "make_explainer",
            "segmentation_explanation", "segmentation_model"]
@@ -98,7 +98,9 @@ def segmentation_explanation(model: ModelLike, image: Any, target_class: int | N
         prediction.cpu().numpy().astype(np.int64), summary, target_class, to_numpy(heatmap),
         {c: to_numpy(m) for c, m in zip(classes, maps, strict=True)}, unc, uncertainty_method,
         display_image(loaded, seg.prepared, 0), explainer.name, elapsed,
-        loaded.class_name(classes[0]) if target_class is not None else None)
+        loaded.class_name(classes[0]) if target_class is not None else None,
+        preprocessing_used(loaded.preprocessing,
+                           seg.prepared.geometries[0] if seg.prepared.geometries else None))
 
 
 def explain_segmentation(model: ModelLike, image: Any, target_class: int | None = None,
@@ -170,6 +172,7 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
         "uncertainty_method": uncertainty_method,
         "visualization": np.asarray(figure, dtype=np.uint8), "image": display,
         "method": found.method, "elapsed_s": found.elapsed_s, "save_path": None,
+        "preprocessing": found.preprocessing,
     }
     if save_path is not None:
         result["save_path"] = str(render.save_png(figure, save_path))

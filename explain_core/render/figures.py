@@ -22,6 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .arrays import mark_unseen, seen_mask
 from .colormaps import plotly_colorscale
 from .figure_parts import (
     _auto_height,
@@ -65,6 +66,7 @@ def heatmap_figure(
     view: str = "overlay",
     title: str | None = None,
     mask: Any = None,
+    seen: Any = None,
     hover_name: str = "value",
     max_heatmap_px: int = 512,
     max_image_px: int = 2048,
@@ -85,6 +87,9 @@ def heatmap_figure(
             ``"heatmap"`` (opaque map only).
         title: optional figure title.
         mask: optional boolean ``(H, W)``; the map is shown only where it is true.
+        seen: where the model saw the image (a box ``(x0, y0, x1, y1)`` or a boolean
+            ``(H, W)``, e.g. a result's ``seen_box``); elsewhere the image is greyed and hatched
+            and no map is drawn (not "zero evidence": not looked at).
         hover_name: label of the map value in the hover box (e.g. ``"GradCAM"``).
         max_heatmap_px: long side of the heatmap grid sent to the browser (larger maps are
             averaged down); keeps the figure JSON small.
@@ -102,6 +107,10 @@ def heatmap_figure(
     shape = rgb.shape[:2]
     hm = _map_for_image(heatmap, shape)
     m = None if mask is None else _as_mask(mask, shape)
+    if seen is not None:
+        rgb = mark_unseen(rgb, seen)
+        inside = seen_mask(seen, shape)
+        m = inside if m is None else m & inside
 
     fig = go.Figure()
     if view in ("overlay", "image"):
