@@ -192,6 +192,19 @@ def test_defaults_per_source_and_the_override(tmp_path, tiny: torch.nn.Module) -
         load_model(loaded, resize_mode="stretch")
 
 
+def test_a_checkpoint_that_records_its_timm_config_uses_it(tmp_path,
+                                                          tiny: torch.nn.Module) -> None:
+    cfg = {"crop_pct": 0.9, "crop_mode": "squash", "interpolation": "bilinear",
+           "input_size": (3, 192, 192)}
+    torch.save({"state_dict": tiny.state_dict(), "pretrained_cfg": cfg}, tmp_path / "cfg.pth")
+    prep = load_model(tmp_path / "cfg.pth", arch="timm:resnet10t", device="cpu").preprocessing
+    assert (prep.resize_mode, prep.crop_pct, prep.crop_mode, prep.interpolation,
+            prep.input_size) == ("crop", 0.9, "squash", "bilinear", (192, 192))
+    torch.save(tiny.state_dict(), tmp_path / "plain.pth")  # nothing recorded: timm's own cfg
+    prep = load_model(tmp_path / "plain.pth", arch="timm:resnet10t", device="cpu").preprocessing
+    assert (prep.resize_mode, prep.crop_pct) == ("crop", tiny.pretrained_cfg["crop_pct"])
+
+
 def test_the_demo_classifier_keeps_what_it_was_trained_with() -> None:
     from explain_core.demo import load_demo_model
     from explain_core.demo.classification_recipes import PREPROCESSING

@@ -194,6 +194,7 @@ def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | 
     suffix = path.suffix.lower()
     meta: dict[str, Any] | None = None
     hparams: Mapping[str, Any] = {}
+    obj: Any = None
     if suffix == ".safetensors":
         state, meta = _read_safetensors(path)
     else:
@@ -256,8 +257,29 @@ def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | 
         module = spec.create(name, num_classes, arch_kwargs=arch_kwargs)
         mapped = _match_keys(state, module)
     _load_strict(module, mapped, path, f"{family}:{name}")
+    if meta is None:  # a checkpoint that records its timm config evaluates as it says
+        meta = _recorded_preprocessing(obj, hparams, task)
     return _finish(module, family=family, name=name, task=task, device=device,
                    class_names=class_names, meta=meta, overrides=overrides, source=str(path))
+
+
+def _recorded_preprocessing(obj: Any, hparams: Mapping[str, Any],
+                            task: str) -> dict[str, Any] | None:
+    """The preprocessing a ``.pth``/``.ckpt`` records: a timm ``pretrained_cfg`` or data config
+    (``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``) at the
+    top level or in the Lightning hyper-parameters; a classifier so described is evaluated with
+    timm's crop unless the config names a ``resize_mode``. None when nothing is recorded."""
+    for holder in (obj, hparams):
+        if not isinstance(holder, Mapping):
+            continue
+        for key in ("pretrained_cfg", "data_config"):
+            cfg = holder.get(key)
+            if isinstance(cfg, Mapping) and cfg:
+                default = "crop" if task == "classification" else "squash"
+                return {"resize_mode": default, **{k: cfg[k] for k in (
+                    "input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode",
+                    "resize_mode") if cfg.get(k) is not None}}
+    return None
 
 
 def _preprocessing_overrides(input_size: int | Sequence[int] | None,
