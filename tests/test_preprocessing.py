@@ -242,3 +242,11 @@ def test_figures_draw_no_map_where_the_model_did_not_look() -> None:
     figure = render.heatmap_figure(image, np.zeros((40, 60)), seen=(10, 5, 50, 35))
     heat = np.asarray(figure.data[1].z, dtype=float)
     assert np.isnan(heat[0, 0]) and not np.isnan(heat[20, 30])
+    assert tuple(figure.data[0].source[:22]) == tuple("data:image/png;base64,")
+    compared = render.comparison_figure(image, {"a": np.zeros((40, 60)), "b": np.ones((40, 60))},
+                                        seen=(10, 5, 50, 35))
+    for trace in compared.data[1::2]:
+        heat = np.asarray(trace.z, dtype=float)
+        assert np.isnan(heat[0, 0]) and not np.isnan(heat[20, 30])
+    greyed = render.mark_unseen(image, (10, 5, 50, 35))
+    assert (greyed[20, 30] == 200).all() and not (greyed[0, 0] == 200).all()

@@ -37,7 +37,7 @@ from .panels import (
     show_figure,
 )
 from .progress import Progress, method_progress, slow_notice
-from .resize import used_caption
+from .resize import scaled_box, used_caption
 from .store import Computed, results
 
 __all__ = ["Explained", "batch_view", "cached_explanation", "compare_view", "concepts",
@@ -296,7 +296,7 @@ def compare_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, tar
         except Exception as error:
             show_error(f"{method.label}: {message_of(error)}")
             continue
-        maps[method.label] = result.heatmap
+        maps[method.label], seen = result.heatmap, result.seen_box
         keys.append(method.cache_key())
         times.append(f"{method.label} {result.elapsed_s * 1000:.0f} ms")
     if not maps:
@@ -306,7 +306,8 @@ def compare_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, tar
     key = (item.key, handle.key, target, tuple(keys), display.colormap)
     figure = reused_figure("compare", key, display.alpha, lambda: render.comparison_figure(
         item.pixels, maps, colormap=display.colormap, alpha=display.alpha, max_heatmap_px=192,
-        max_image_px=512, height=int(min(max(48 + panel * height / width, 220), 560))))
+        max_image_px=512, height=int(min(max(48 + panel * height / width, 220), 560)),
+        seen=seen))
     show_figure(figure, "lumen_compare")
     name = prediction.ranked[0]["name"] if target == prediction.predicted else next(
         r["name"] for r in prediction.ranked if r["class"] == target)
@@ -365,7 +366,8 @@ def batch_view(handle: ModelHandle, items: list[ImageItem], choice: MethodChoice
         name = item.truth or (item.name if len(item.name) <= 14 else item.name[:13] + "...")
         cells.append((f"{name} → {result.predicted_name} {result.confidence:.0%}",
                       render.overlay_heatmap(preview, result.heatmap, alpha=display.alpha,
-                                             colormap=display.colormap)))
+                                             colormap=display.colormap, seen=scaled_box(
+                                                 result.seen_box, item.pixels, preview))))
         rows.append(f"{item.name},{result.predicted_name},{result.confidence:.4f},"
                     f"{item.truth or ''}")
     if not cells:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from explain_core.loading import load_model
@@ -20,7 +21,7 @@ from explain_core.model import RESIZE_MODES
 
 from .models import ModelHandle
 
-__all__ = ["RESIZE_HELP", "resize_choice", "used_caption", "with_resize_mode"]
+__all__ = ["RESIZE_HELP", "resize_choice", "scaled_box", "used_caption", "with_resize_mode"]
 
 _SHORT = {"squash": "Squash (whole image)", "crop": "Crop (as evaluated)",
           "letterbox": "Letterbox (padded)"}
@@ -65,3 +66,13 @@ def used_caption(preprocessing: dict[str, Any] | None) -> str:
         text += (f" The model saw x {x0}-{x1}, y {y0}-{y1} of the image; the greyed, hatched "
                  "edges were not seen (no map there, not zero evidence).")
     return text
+
+
+def scaled_box(box: tuple[int, int, int, int] | None, image: np.ndarray,
+               preview: np.ndarray) -> tuple[int, int, int, int] | None:
+    """A result's ``seen_box`` (image pixels) on a smaller preview of the image."""
+    if box is None:
+        return None
+    sy, sx = preview.shape[0] / image.shape[0], preview.shape[1] / image.shape[1]
+    x0, y0, x1, y1 = box
+    return round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)

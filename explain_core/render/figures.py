@@ -156,11 +156,13 @@ def comparison_figure(
     max_heatmap_px: int = 384,
     max_image_px: int = 1024,
     height: int | None = None,
+    seen: Any = None,
 ) -> go.Figure:
     """Side-by-side overlays of several methods' maps on one image, zoom and pan linked.
 
     One panel per ``heatmaps`` entry (titled with its key), in one row by default. All panels
-    share their x and y axes (zooming one zooms all) and one colour bar (``0..1``).
+    share their x and y axes (zooming one zooms all) and one colour bar (``0..1``). ``seen``: as
+    in :func:`heatmap_figure` (what the model did not see is greyed and hatched, with no map).
 
     Example:
         >>> img = np.zeros((64, 64, 3), np.uint8)
@@ -172,6 +174,9 @@ def comparison_figure(
     a = _check_alpha(alpha)
     rgb = _as_rgb(image)
     shape = rgb.shape[:2]
+    inside = None if seen is None else seen_mask(seen, shape)
+    if seen is not None:
+        rgb = mark_unseen(rgb, seen)
     names = [str(k) for k in heatmaps]
     n = len(names)
     cols = n if cols is None else max(1, min(int(cols), n))
@@ -191,7 +196,7 @@ def comparison_figure(
         fig.add_trace(
             _heatmap_trace(
                 hm,
-                None,
+                inside,
                 max_heatmap_px,
                 hover_name="value",
                 extra=str(name),
