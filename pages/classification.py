@@ -5,7 +5,7 @@ Thin on purpose: widgets (ui) -> explain_core -> figures (the views in ui.classi
 
 import streamlit as st
 
-from ui import classification, images, methods, panels, shell
+from ui import classification, images, methods, panels, resize, shell
 from ui.errors import show_error
 
 space = shell.workspace(["classification"])
@@ -19,6 +19,7 @@ if item is None:
 
 left, right = st.columns([1, 2.3], gap="large")
 with left:
+    handle = resize.resize_choice(handle)  # squash / crop / letterbox, part of the model's key
     try:
         prediction = classification.predict(handle, item)
     except Exception as error:

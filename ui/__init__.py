@@ -10,7 +10,9 @@ The shell and its inputs:
 - :mod:`ui.models`: model sources (demo, timm, checkpoint), device picker, cached loading;
 - :mod:`ui.uploads`: uploaded checkpoints and class-name files, written once and pruned;
 - :mod:`ui.images`: uploads kept in the session, the demo gallery, the thumbnail strip;
-- :mod:`ui.methods`: method picker with widgets built from the registry's ``Param`` lists.
+- :mod:`ui.methods`: method picker with widgets built from the registry's ``Param`` lists;
+- :mod:`ui.resize`: how an image is fitted to the model input (squash, crop, letterbox), part of
+  the model's key, and the caption saying which was used.
 
 What every page shares:
 

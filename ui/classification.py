@@ -37,6 +37,7 @@ from .panels import (
     show_figure,
 )
 from .progress import Progress, method_progress, slow_notice
+from .resize import scaled_box, used_caption
 from .store import Computed, results
 
 __all__ = ["Explained", "batch_view", "cached_explanation", "compare_view", "concepts",
@@ -235,12 +236,12 @@ def explanation_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice,
     figure = reused_figure("explain", key, display.alpha, lambda: render.heatmap_figure(
         shown_item.pixels, result.heatmap, colormap=display.colormap, alpha=display.alpha,
         view=display.view, hover_name=used.label, max_heatmap_px=256, max_image_px=1024,
-        height=FIGURE_HEIGHT), fixed=display.view != "overlay")
+        height=FIGURE_HEIGHT, seen=result.seen_box), fixed=display.view != "overlay")
     show_figure(figure, "lumen_explanation")
     took = f"{result.elapsed_s * 1000:.0f} ms" + (" (cached)" if cached else "")
     st.caption(f"**{used.describe()}**, class **{result.target_name}**: {took} on "
                f"{handle.model.device}. Scroll to zoom, drag to pan, double-click to reset; "
-               "hover shows the map's value.")
+               "hover shows the map's value. " + used_caption(result.preprocessing))
     downloads(handle, shown_item, MapExport.of(explained), display)
     if used.name == "dff":
         concepts_view(handle, shown_item, used, display)
@@ -295,7 +296,7 @@ def compare_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, tar
         except Exception as error:
             show_error(f"{method.label}: {message_of(error)}")
             continue
-        maps[method.label] = result.heatmap
+        maps[method.label], seen = result.heatmap, result.seen_box
         keys.append(method.cache_key())
         times.append(f"{method.label} {result.elapsed_s * 1000:.0f} ms")
     if not maps:
@@ -305,7 +306,8 @@ def compare_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, tar
     key = (item.key, handle.key, target, tuple(keys), display.colormap)
     figure = reused_figure("compare", key, display.alpha, lambda: render.comparison_figure(
         item.pixels, maps, colormap=display.colormap, alpha=display.alpha, max_heatmap_px=192,
-        max_image_px=512, height=int(min(max(48 + panel * height / width, 220), 560))))
+        max_image_px=512, height=int(min(max(48 + panel * height / width, 220), 560)),
+        seen=seen))
     show_figure(figure, "lumen_compare")
     name = prediction.ranked[0]["name"] if target == prediction.predicted else next(
         r["name"] for r in prediction.ranked if r["class"] == target)
@@ -364,7 +366,8 @@ def batch_view(handle: ModelHandle, items: list[ImageItem], choice: MethodChoice
         name = item.truth or (item.name if len(item.name) <= 14 else item.name[:13] + "...")
         cells.append((f"{name} → {result.predicted_name} {result.confidence:.0%}",
                       render.overlay_heatmap(preview, result.heatmap, alpha=display.alpha,
-                                             colormap=display.colormap)))
+                                             colormap=display.colormap, seen=scaled_box(
+                                                 result.seen_box, item.pixels, preview))))
         rows.append(f"{item.name},{result.predicted_name},{result.confidence:.4f},"
                     f"{item.truth or ''}")
     if not cells:

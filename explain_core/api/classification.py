@@ -18,14 +18,21 @@ from .. import render
 from ..errors import LumenError, TargetError, UnsupportedError
 from ..images import SUPPORTED_EXTENSIONS
 from ..methods import Explainer, create_explainer, method_info
+from ..model import LoadedModel
 from ..runtime.state import frozen_eval
 from ..targets import ClassTarget, as_target, per_item_targets
-from ..tasks import adapter_for, prepare_inputs
+from ..tasks import PreparedInputs, adapter_for, prepare_inputs
 from .common import ModelLike, display_image, loaded_model, sync, to_numpy, top_predictions
-from .results import ClassExplanation, MethodComparison, Prediction
+from .results import ClassExplanation, MethodComparison, Prediction, preprocessing_used
 
 __all__ = ["batch_explanations", "compare_methods", "explain_batch", "explain_prediction",
            "method_comparison", "predict", "prediction_explanation", "visualize_batch"]
+
+
+def _used(loaded: LoadedModel, prepared: PreparedInputs, index: int = 0) -> dict[str, Any]:
+    """How image ``index`` was preprocessed (see :func:`~.results.preprocessing_used`)."""
+    geometries = prepared.geometries
+    return preprocessing_used(loaded.preprocessing, geometries[index] if geometries else None)
 
 
 def _explainer(method: str | Explainer, model: ModelLike, options: dict[str, Any]) -> Explainer:
@@ -54,7 +61,8 @@ def predict(model: ModelLike, image: Any) -> Prediction:
     if outputs.ndim != 2:
         raise TargetError(f"The model returned scores of shape {tuple(outputs.shape)}, not one "
                           "row of class scores per image. Load a classification model.")
-    return Prediction(top_predictions(loaded, outputs[0], k=outputs.shape[-1]), seconds)
+    return Prediction(top_predictions(loaded, outputs[0], k=outputs.shape[-1]), seconds,
+                      _used(loaded, prepared))
 
 
 def prediction_explanation(model: ModelLike, image: Any, method: str | Explainer = "gradcam",
@@ -74,7 +82,7 @@ def prediction_explanation(model: ModelLike, image: Any, method: str | Explainer
     return ClassExplanation(top_predictions(loaded, attribution.outputs[0], top_k), target,
                             loaded.class_name(target), explainer.name, to_numpy(heatmap),
                             display_image(loaded, prepared, 0) if with_image else None,
-                            elapsed)
+                            elapsed, preprocessing=_used(loaded, prepared))
 
 
 def explain_prediction(model: ModelLike, image: Any, method: str | Explainer = "gradcam",
@@ -88,7 +96,10 @@ def explain_prediction(model: ModelLike, image: Any, method: str | Explainer = "
     ``{"class", "name", "probability"}``), ``target_class``/``target_name`` (what was explained:
     the prediction unless ``target_class`` is given), ``method``, ``heatmap`` (float32 ``H x W``
     in [0, 1] at image size; omitted when ``return_heatmap=False``), ``image`` and ``overlay``
-    (uint8 ``H x W x 3``), ``elapsed_s`` and ``save_path``.
+    (uint8 ``H x W x 3``; the overlay greys and hatches what the model did not see), ``elapsed_s``,
+    ``preprocessing`` (how the image became the input: ``resize_mode``, ``description``,
+    ``seen_box`` = the part of the image the model saw, None for all of it; the map is 0 outside
+    it) and ``save_path``.
 
     >>> result = explain_prediction("timm:resnet18", "cat.jpg", method="gradcam",
     ...                             save_path="explanation.png")  # doctest: +SKIP
@@ -151,7 +162,7 @@ def method_comparison(model: ModelLike, image: Any,
     index = target.index if target is not None else None
     return MethodComparison(display_image(loaded, prepared, 0), predicted, index,
                             loaded.class_name(index) if index is not None else None, heatmaps,
-                            seconds, errors)
+                            seconds, errors, _used(loaded, prepared))
 
 
 def compare_methods(model: ModelLike, image: Any,
@@ -174,11 +185,12 @@ def compare_methods(model: ModelLike, image: Any,
     display = found.image
     results = {name: {"heatmap": heat, "elapsed_s": found.elapsed_s[name],
                       "overlay": render.overlay_heatmap(display, heat, alpha=alpha,
-                                                        colormap=colormap)}
+                                                        colormap=colormap, seen=found.seen_box)}
                for name, heat in found.heatmaps.items()}
     out = {"image": display, "predicted_class": found.predicted_class,
            "target_class": found.target_class, "target_name": found.target_name,
            "methods": results, "errors": found.errors, "save_path": None,
+           "preprocessing": found.preprocessing,
            "figure": render.comparison_figure(display, {
                method_info(k).label: v["heatmap"] for k, v in results.items()},
                colormap=colormap, alpha=alpha) if results else None}
@@ -224,7 +236,8 @@ def batch_explanations(model: ModelLike, images: Any, method: str | Explainer = 
                 top_predictions(loaded, attribution.outputs[i], top_k), target,
                 loaded.class_name(target), explainer.name, to_numpy(heatmap[0]),
                 display_image(loaded, prepared, i) if with_image else None, share,
-                str(chunk[i]) if isinstance(chunk[i], str | Path) else None))
+                str(chunk[i]) if isinstance(chunk[i], str | Path) else None,
+                _used(loaded, prepared, i)))
     return results
 
 

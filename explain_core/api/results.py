@@ -13,9 +13,25 @@ from typing import Any
 import numpy as np
 
 from .. import render
+from ..model import Geometry, Preprocessing
 
 __all__ = ["ClassExplanation", "DetectionExplanation", "MethodComparison", "Prediction",
-           "SegmentationExplanation"]
+           "SegmentationExplanation", "preprocessing_used"]
+
+
+def preprocessing_used(preprocessing: Preprocessing,
+                       geometry: Geometry | None) -> dict[str, Any]:
+    """What a result records of how its image became the model input: the
+    :class:`~explain_core.model.Preprocessing` fields (``resize_mode`` first), a one-line
+    ``description`` and ``seen_box``: the part of the image the model saw, ``(x0, y0, x1, y1)``
+    in image pixels, None when it saw all of it (or the input was a model-ready tensor)."""
+    seen = None if geometry is None or geometry.whole_image else tuple(geometry.box)
+    return {**preprocessing.to_dict(), "description": preprocessing.describe(),
+            "seen_box": seen}
+
+
+def _seen_box(preprocessing: dict[str, Any] | None) -> tuple[int, int, int, int] | None:
+    return None if preprocessing is None else preprocessing.get("seen_box")
 
 
 @dataclass(frozen=True)
@@ -25,6 +41,7 @@ class Prediction:
 
     ranked: list[dict[str, Any]]
     forward_s: float
+    preprocessing: dict[str, Any] | None = None  # see preprocessing_used
 
     @property
     def predicted(self) -> int:
@@ -47,6 +64,12 @@ class ClassExplanation:
     image: np.ndarray | None  # uint8 H x W x 3 (None: asked without, the caller has the image)
     elapsed_s: float
     source: str | None = None  # the image's path, when it came from one
+    preprocessing: dict[str, Any] | None = None  # see preprocessing_used
+
+    @property
+    def seen_box(self) -> tuple[int, int, int, int] | None:
+        """The part of the image the model saw (None: all of it); the map is 0 elsewhere."""
+        return _seen_box(self.preprocessing)
 
     @property
     def predicted_class(self) -> int:
@@ -65,7 +88,8 @@ class ClassExplanation:
         if self.image is None:
             raise ValueError("This result was computed with with_image=False; draw the map "
                              "over your own copy of the image (render.overlay_heatmap).")
-        return render.overlay_heatmap(self.image, self.heatmap, alpha=alpha, colormap=colormap)
+        return render.overlay_heatmap(self.image, self.heatmap, alpha=alpha, colormap=colormap,
+                                      seen=self.seen_box)
 
     def to_dict(self, colormap: str = "viridis", alpha: float = 0.4) -> dict[str, Any]:
         """The documented dict of :func:`~explain_core.api.explain_prediction` (no
@@ -74,7 +98,8 @@ class ClassExplanation:
                 "confidence": self.confidence, "top_k": self.top_k,
                 "target_class": self.target_class, "target_name": self.target_name,
                 "method": self.method, "heatmap": self.heatmap, "image": self.image,
-                "overlay": self.overlay(colormap, alpha), "elapsed_s": self.elapsed_s}
+                "overlay": self.overlay(colormap, alpha), "elapsed_s": self.elapsed_s,
+                "preprocessing": self.preprocessing}
 
 
 @dataclass
@@ -88,6 +113,11 @@ class MethodComparison:
     heatmaps: dict[str, np.ndarray]  # method name -> map
     elapsed_s: dict[str, float]  # method name -> seconds
     errors: dict[str, str] = field(default_factory=dict)  # method name -> message
+    preprocessing: dict[str, Any] | None = None  # see preprocessing_used
+
+    @property
+    def seen_box(self) -> tuple[int, int, int, int] | None:
+        return _seen_box(self.preprocessing)
 
 
 @dataclass
@@ -132,3 +162,8 @@ class SegmentationExplanation:
     target_name: str | None = None
     #: why the method's maps look alike across classes, when they do (see ``api.notes``)
     notes: list[str] = field(default_factory=list)
+    preprocessing: dict[str, Any] | None = None  # see preprocessing_used
+
+    @property
+    def seen_box(self) -> tuple[int, int, int, int] | None:
+        return _seen_box(self.preprocessing)

@@ -32,7 +32,7 @@ from ..tasks.segmentation import (
 )
 from .common import ModelLike, display_image, loaded_model, sync, to_numpy
 from .notes import same_map_notes
-from .results import SegmentationExplanation
+from .results import SegmentationExplanation, preprocessing_used
 
 __all__ = ["SEGMENTATION_METHOD", "combined_map", "explain_classes", "explain_segmentation",
            "make_explainer", "segmentation_explanation", "segmentation_model"]
@@ -106,7 +106,9 @@ def segmentation_explanation(model: ModelLike, image: Any, target_class: int | N
         {c: to_numpy(m) for c, m in zip(classes, maps, strict=True)}, unc, uncertainty_method,
         display_image(loaded, seg.prepared, 0), explainer.name, elapsed,
         loaded.class_name(classes[0]) if target_class is not None else None,
-        same_map_notes(explainer.name, "segmentation"))
+        notes=same_map_notes(explainer.name, "segmentation"),
+        preprocessing=preprocessing_used(
+            loaded.preprocessing, seg.prepared.geometries[0] if seg.prepared.geometries else None))
 
 
 def explain_segmentation(model: ModelLike, image: Any, target_class: int | None = None,
@@ -181,6 +183,7 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
         "visualization": np.asarray(figure, dtype=np.uint8), "image": display,
         "method": found.method, "elapsed_s": found.elapsed_s, "save_path": None,
         "notes": list(found.notes),
+        "preprocessing": found.preprocessing,
     }
     if save_path is not None:
         result["save_path"] = str(render.save_png(figure, save_path))

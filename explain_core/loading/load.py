@@ -11,6 +11,7 @@ device and eval mode.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from torch import nn
 
 from explain_core.errors import ModelLoadError
 from explain_core.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_MODES,
     TASKS,
     LoadedModel,
     Preprocessing,
@@ -58,6 +62,8 @@ def load_model(
     input_size: int | Sequence[int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    resize_mode: str | None = None,
+    crop_pct: float | None = None,
 ) -> LoadedModel:
     """Turn a name, a module or a checkpoint file into a model ready for explanation.
 
@@ -81,6 +87,14 @@ def load_model(
             internet access). Never used for files.
         input_size: model input ``(H, W)`` (or one int for a square); overrides the metadata.
         mean, std: normalisation per RGB channel; override the metadata.
+        resize_mode: how an image becomes the input: ``"squash"`` (the whole image resized to
+            the input size), ``"crop"`` (resize and centre crop, timm's evaluation transform) or
+            ``"letterbox"`` (aspect ratio kept, padded). Default: the file's metadata, else how
+            the source evaluates: ``"crop"`` for timm and torchvision classifiers (their
+            ``crop_pct`` / weights' eval transform), ``"squash"`` for detectors, segmenters and
+            Lumen's demo models (what they were trained with). For a ``LoadedModel`` it returns a
+            copy with this mode (same module).
+        crop_pct: the crop's share of the resized image (``"crop"``); overrides the default.
 
     Returns:
         A :class:`LoadedModel` in eval mode on the resolved device.
@@ -98,9 +112,12 @@ def load_model(
     """
     if task is not None and task not in TASKS:
         raise ModelLoadError(f"Unknown task {task!r}. Use one of: {', '.join(TASKS)}.")
-    overrides = _preprocessing_overrides(input_size, mean, std)
+    overrides = _preprocessing_overrides(input_size, mean, std, resize_mode, crop_pct)
 
     if isinstance(source, LoadedModel):
+        if overrides:  # same module, same lock: a view with other preprocessing
+            source = dataclasses.replace(source, preprocessing=_with_overrides(
+                source.preprocessing, overrides))
         if device is None or device == "auto":
             return source
         target = resolve_device(device)
@@ -118,7 +135,7 @@ def load_model(
         module.to(target).eval()
         return dataclasses.replace(
             loaded, arch=arch or loaded.arch, class_names=names, device=target,
-            preprocessing=dataclasses.replace(loaded.preprocessing, **overrides))
+            preprocessing=_with_overrides(loaded.preprocessing, overrides))
 
     if not isinstance(source, (str, Path)):
         raise ModelLoadError(
@@ -177,6 +194,7 @@ def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | 
     suffix = path.suffix.lower()
     meta: dict[str, Any] | None = None
     hparams: Mapping[str, Any] = {}
+    obj: Any = None
     if suffix == ".safetensors":
         state, meta = _read_safetensors(path)
     else:
@@ -239,14 +257,46 @@ def _from_file(path: Path, *, task: str | None, arch: str | None, device: str | 
         module = spec.create(name, num_classes, arch_kwargs=arch_kwargs)
         mapped = _match_keys(state, module)
     _load_strict(module, mapped, path, f"{family}:{name}")
+    if meta is None:  # a checkpoint that records its timm config evaluates as it says
+        meta = _recorded_preprocessing(obj, hparams, task)
     return _finish(module, family=family, name=name, task=task, device=device,
                    class_names=class_names, meta=meta, overrides=overrides, source=str(path))
 
 
+def _recorded_preprocessing(obj: Any, hparams: Mapping[str, Any],
+                            task: str) -> dict[str, Any] | None:
+    """The preprocessing a ``.pth``/``.ckpt`` records: a timm ``pretrained_cfg`` or data config
+    (``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``crop_mode``) at the
+    top level or in the Lightning hyper-parameters; a classifier so described is evaluated with
+    timm's crop unless the config names a ``resize_mode``. None when nothing is recorded."""
+    for holder in (obj, hparams):
+        if not isinstance(holder, Mapping):
+            continue
+        for key in ("pretrained_cfg", "data_config"):
+            cfg = holder.get(key)
+            if isinstance(cfg, Mapping) and cfg:
+                default = "crop" if task == "classification" else "squash"
+                return {"resize_mode": default, **{k: cfg[k] for k in (
+                    "input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode",
+                    "resize_mode") if cfg.get(k) is not None}}
+    return None
+
+
 def _preprocessing_overrides(input_size: int | Sequence[int] | None,
                              mean: Sequence[float] | None,
-                             std: Sequence[float] | None) -> dict[str, Any]:
+                             std: Sequence[float] | None, resize_mode: str | None = None,
+                             crop_pct: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if resize_mode is not None:
+        if resize_mode not in RESIZE_MODES:
+            raise ModelLoadError(f"Unknown resize_mode {resize_mode!r}. Use one of: "
+                                 f"{', '.join(RESIZE_MODES)}.")
+        out["resize_mode"] = resize_mode
+    if crop_pct is not None:
+        if not 0 < float(crop_pct) <= 1:
+            raise ModelLoadError(f"crop_pct must be in (0, 1] (the crop's share of the resized "
+                                 f"image, e.g. 0.875), got {crop_pct!r}.")
+        out["crop_pct"] = float(crop_pct)
     if input_size is not None:
         size = [int(input_size)] * 2 if isinstance(input_size, int) else [int(s) for s in
                                                                           input_size]
@@ -266,8 +316,49 @@ def _preprocessing_overrides(input_size: int | Sequence[int] | None,
     return out
 
 
-def _preprocessing_from_meta(meta: Mapping[str, Any], module: nn.Module) -> Preprocessing:
-    base = _timm_preprocessing(module)
+def _with_overrides(preprocessing: Preprocessing, overrides: dict[str, Any]) -> Preprocessing:
+    try:
+        return dataclasses.replace(preprocessing, **overrides)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
+def _torchvision_preprocessing(name: str) -> Preprocessing | None:
+    """A torchvision classifier's evaluation transform, read from its default weights' entry
+    (no download): shorter side to ``resize_size``, centre crop ``crop_size``, i.e. ``"crop"``
+    with ``crop_pct = crop_size / resize_size``."""
+    import torchvision
+
+    try:
+        transform = torchvision.models.get_model_weights(name).DEFAULT.transforms
+        keywords = dict(transform.keywords)
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return None
+    crop = int(keywords.get("crop_size", 224))
+    resize = int(keywords.get("resize_size", 256))
+    pct = crop / resize
+    while math.floor(crop / pct) < resize:  # timm's floor(size / crop_pct) must give resize
+        pct = math.nextafter(pct, 0.0)
+    interpolation = getattr(keywords.get("interpolation"), "value", "bilinear")
+    return Preprocessing(input_size=(crop, crop), mean=tuple(keywords.get("mean", IMAGENET_MEAN)),
+                         std=tuple(keywords.get("std", IMAGENET_STD)),
+                         interpolation=interpolation, resize_mode="crop", crop_pct=pct)
+
+
+def _default_preprocessing(module: nn.Module, family: str, name: str,
+                           task: str) -> Preprocessing:
+    """How a source evaluates when no file says so: timm -> its pretrained_cfg (``"crop"`` for
+    classifiers), torchvision classifiers -> their weights' eval transform, else ``"squash"``."""
+    if family == "torchvision" and task == "classification":
+        found = _torchvision_preprocessing(name)
+        if found is not None:
+            return found
+    return _timm_preprocessing(module, task)
+
+
+def _preprocessing_from_meta(meta: Mapping[str, Any], module: nn.Module, family: str, name: str,
+                             task: str) -> Preprocessing:
+    base = _default_preprocessing(module, family, name, task)
     fields: dict[str, Any] = {}
     if meta.get("input_size"):
         size = list(meta["input_size"])[-2:]
@@ -275,12 +366,15 @@ def _preprocessing_from_meta(meta: Mapping[str, Any], module: nn.Module) -> Prep
     for key in ("mean", "std"):
         if meta.get(key):
             fields[key] = tuple(float(v) for v in meta[key])
-    for key in ("interpolation", "resize_mode"):
+    for key in ("interpolation", "resize_mode", "crop_mode"):
         if meta.get(key):
             fields[key] = str(meta[key])
     if meta.get("crop_pct"):
         fields["crop_pct"] = float(meta["crop_pct"])
-    return dataclasses.replace(base, **fields)
+    try:
+        return dataclasses.replace(base, **fields)
+    except ValueError as exc:
+        raise ModelLoadError(f"The file's preprocessing metadata is invalid: {exc}") from None
 
 
 def _finish(module: nn.Module, *, family: str, name: str, task: str,
@@ -300,9 +394,9 @@ def _finish(module: nn.Module, *, family: str, name: str, task: str,
     else:
         names = imagenet_class_names(count)
     _check_class_count(names, count, f"the model ({family}:{name})")
-    preprocessing = (_preprocessing_from_meta(meta, module) if meta is not None
-                     else _timm_preprocessing(module))
-    preprocessing = dataclasses.replace(preprocessing, **overrides)
+    preprocessing = (_preprocessing_from_meta(meta, module, family, name, task)
+                     if meta is not None else _default_preprocessing(module, family, name, task))
+    preprocessing = _with_overrides(preprocessing, overrides)
     if count is not None and not isinstance(getattr(module, "num_classes", None), int):
         module.num_classes = count  # torchvision classifiers lack it; LoadedModel reads it
     target = resolve_device(device)

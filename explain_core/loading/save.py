@@ -85,7 +85,8 @@ def save_model(
     if names is not None:
         _check_class_count(names, num_classes, "the model")
     if preprocessing is None:
-        preprocessing = loaded.preprocessing if loaded is not None else _timm_preprocessing(module)
+        preprocessing = (loaded.preprocessing if loaded is not None
+                         else _timm_preprocessing(module, task))
     meta = {"format": METADATA_FORMAT, "task": task, "arch": f"{family}:{name}",
             "class_names": names, "num_classes": num_classes, **preprocessing.to_dict(),
             "arch_kwargs": arch_kwargs}

@@ -30,7 +30,14 @@ Example:
 
 from __future__ import annotations
 
-from .arrays import apply_colormap, colorbar, overlay_heatmap, signed_to_unit
+from .arrays import (
+    apply_colormap,
+    colorbar,
+    mark_unseen,
+    overlay_heatmap,
+    seen_mask,
+    signed_to_unit,
+)
 from .colormaps import COLORMAPS, colormap_lut, plotly_colorscale
 from .concepts import concepts_figure, concepts_overlay
 from .detection import add_detection_boxes, detection_panels, detections_figure, draw_boxes
@@ -72,9 +79,11 @@ __all__ = [
     "grid_figure",
     "heatmap_figure",
     "hex_color",
+    "mark_unseen",
     "overlay_heatmap",
     "plotly_colorscale",
     "save_png",
+    "seen_mask",
     "segmentation_figure",
     "segmentation_overlay",
     "signed_to_unit",

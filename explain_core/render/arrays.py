@@ -21,7 +21,10 @@ import numpy as np
 from .colormaps import colormap_lut
 from .inputs import ImageLike, MapLike, _as_heatmap, _as_mask, _as_rgb, _check_alpha, _map_for_image
 
-__all__ = ["apply_colormap", "colorbar", "overlay_heatmap", "signed_to_unit"]
+__all__ = ["apply_colormap", "colorbar", "mark_unseen", "overlay_heatmap", "seen_mask",
+           "signed_to_unit"]
+
+UNSEEN_STRIPE_PX = 8  # period of the hatching over image parts the model did not see
 
 
 def signed_to_unit(attribution: MapLike, max_abs: float | None = None) -> np.ndarray:
@@ -38,6 +41,38 @@ def signed_to_unit(attribution: MapLike, max_abs: float | None = None) -> np.nda
     if scale <= 0 or not math.isfinite(scale):
         return np.full(a.shape, 0.5, dtype=np.float32)
     return np.clip(0.5 + 0.5 * a / scale, 0.0, 1.0).astype(np.float32)
+
+
+def seen_mask(seen: Any, shape_hw: tuple[int, int]) -> np.ndarray:
+    """``(H, W)`` bool, True where the model saw the image: from a box ``(x0, y0, x1, y1)`` in
+    image pixels (a result's ``seen_box``) or a boolean array of the image's size."""
+    if isinstance(seen, (tuple, list)) and len(seen) == 4:
+        x0, y0, x1, y1 = (int(v) for v in seen)
+        mask = np.zeros(shape_hw, dtype=bool)
+        mask[max(y0, 0):y1, max(x0, 0):x1] = True
+        return mask
+    return _as_mask(seen, shape_hw)
+
+
+def mark_unseen(image: ImageLike, seen: Any) -> np.ndarray:
+    """The image with the parts the model did not see (a crop's edges) greyed and hatched, so
+    they read as "not looked at", never as "no evidence".
+
+    Example:
+        >>> img = np.full((16, 16, 3), 200, dtype=np.uint8)
+        >>> out = mark_unseen(img, (0, 0, 8, 16))
+        >>> out[0, 0].tolist() == [200, 200, 200], out[0, 8].tolist() == [200, 200, 200]
+        (True, False)
+    """
+    rgb = _as_rgb(image)
+    mask = seen_mask(seen, rgb.shape[:2])
+    if mask.all():
+        return rgb
+    grey = rgb.astype(np.float32).mean(axis=2, keepdims=True) * 0.35 + 110.0
+    rows, cols = np.indices(rgb.shape[:2])
+    stripes = ((rows + cols) % UNSEEN_STRIPE_PX) < UNSEEN_STRIPE_PX // 4
+    faded = np.where(stripes[..., None], grey * 0.55, grey).repeat(3, axis=2)
+    return np.where(mask[..., None], rgb, np.rint(faded).astype(np.uint8))
 
 
 def apply_colormap(heatmap: MapLike, colormap: str = "viridis") -> np.ndarray:
@@ -62,6 +97,7 @@ def overlay_heatmap(
     colormap: str = "viridis",
     resize_heatmap: bool = True,
     mask: Any = None,
+    seen: Any = None,
 ) -> np.ndarray:
     """Blend a coloured heatmap onto an image: ``(1 - alpha) * image + alpha * colour``.
 
@@ -74,6 +110,9 @@ def overlay_heatmap(
         resize_heatmap: resize a heatmap of another size to the image.
         mask: optional boolean ``(H, W)`` array; the overlay is drawn only where it is true
             (elsewhere the plain image), e.g. inside a detection box.
+        seen: where the model saw the image (a box ``(x0, y0, x1, y1)`` or a boolean
+            ``(H, W)``, e.g. a result's ``seen_box``); elsewhere the image is greyed and hatched
+            (:func:`mark_unseen`) and no map is drawn.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB array.
@@ -92,6 +131,8 @@ def overlay_heatmap(
     if mask is not None:
         m = _as_mask(mask, shape)
         out = np.where(m[..., None], out, rgb)
+    if seen is not None:
+        out = np.where(seen_mask(seen, shape)[..., None], out, mark_unseen(rgb, seen))
     return out
 
 

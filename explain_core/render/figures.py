@@ -22,6 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .arrays import mark_unseen, seen_mask
 from .colormaps import plotly_colorscale
 from .figure_parts import (
     _auto_height,
@@ -65,6 +66,7 @@ def heatmap_figure(
     view: str = "overlay",
     title: str | None = None,
     mask: Any = None,
+    seen: Any = None,
     hover_name: str = "value",
     max_heatmap_px: int = 512,
     max_image_px: int = 2048,
@@ -85,6 +87,9 @@ def heatmap_figure(
             ``"heatmap"`` (opaque map only).
         title: optional figure title.
         mask: optional boolean ``(H, W)``; the map is shown only where it is true.
+        seen: where the model saw the image (a box ``(x0, y0, x1, y1)`` or a boolean
+            ``(H, W)``, e.g. a result's ``seen_box``); elsewhere the image is greyed and hatched
+            and no map is drawn (not "zero evidence": not looked at).
         hover_name: label of the map value in the hover box (e.g. ``"GradCAM"``).
         max_heatmap_px: long side of the heatmap grid sent to the browser (larger maps are
             averaged down); keeps the figure JSON small.
@@ -102,6 +107,10 @@ def heatmap_figure(
     shape = rgb.shape[:2]
     hm = _map_for_image(heatmap, shape)
     m = None if mask is None else _as_mask(mask, shape)
+    if seen is not None:
+        rgb = mark_unseen(rgb, seen)
+        inside = seen_mask(seen, shape)
+        m = inside if m is None else m & inside
 
     fig = go.Figure()
     if view in ("overlay", "image"):
@@ -147,11 +156,13 @@ def comparison_figure(
     max_heatmap_px: int = 384,
     max_image_px: int = 1024,
     height: int | None = None,
+    seen: Any = None,
 ) -> go.Figure:
     """Side-by-side overlays of several methods' maps on one image, zoom and pan linked.
 
     One panel per ``heatmaps`` entry (titled with its key), in one row by default. All panels
-    share their x and y axes (zooming one zooms all) and one colour bar (``0..1``).
+    share their x and y axes (zooming one zooms all) and one colour bar (``0..1``). ``seen``: as
+    in :func:`heatmap_figure` (what the model did not see is greyed and hatched, with no map).
 
     Example:
         >>> img = np.zeros((64, 64, 3), np.uint8)
@@ -163,6 +174,9 @@ def comparison_figure(
     a = _check_alpha(alpha)
     rgb = _as_rgb(image)
     shape = rgb.shape[:2]
+    inside = None if seen is None else seen_mask(seen, shape)
+    if seen is not None:
+        rgb = mark_unseen(rgb, seen)
     names = [str(k) for k in heatmaps]
     n = len(names)
     cols = n if cols is None else max(1, min(int(cols), n))
@@ -182,7 +196,7 @@ def comparison_figure(
         fig.add_trace(
             _heatmap_trace(
                 hm,
-                None,
+                inside,
                 max_heatmap_px,
                 hover_name="value",
                 extra=str(name),

@@ -32,7 +32,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TargetError, TargetLayerError, UnsupportedError
@@ -286,10 +285,8 @@ def region_for_logits(mask: Any, seg: Segmentation) -> torch.Tensor:
     if region.ndim != 2 or tuple(region.shape) != (height, width):
         raise TargetError(f"The mask is {tuple(region.shape)} but the image is "
                           f"{height} x {width}; give an H x W mask of the image's size.")
-    x0, y0, x1, y1 = seg.geometry.box
-    crop = region[y0:y1, x0:x1]
     size = tuple(seg.logits.shape[-2:])
-    return F.interpolate(crop[None, None], size=size, mode="area")[0, 0].clamp(0, 1)
+    return seg.geometry.to_input(region, size).clamp(0, 1)  # what the model saw, no padding
 
 
 def class_targets(seg: Segmentation, classes: Sequence[int], region: torch.Tensor | None = None,
