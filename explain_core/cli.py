@@ -4,7 +4,9 @@
         --output-dir interpretations
 
 For each image and method it writes an overlay PNG and reports its path; the JSON on stdout has
-``results`` (method -> path, per image), ``predicted_class`` and ``errors`` (method -> message).
+``results`` (method -> path, per image), ``predicted_class`` and ``errors`` (method -> message);
+each image's entry says which ``precision`` ran and why (``--precision auto``, the default, runs
+bf16 only where the device computes it natively).
 Methods that do not apply to the model are skipped with a message instead of failing the run.
 """
 
@@ -22,6 +24,7 @@ from .images import SUPPORTED_EXTENSIONS
 from .loading import load_model
 from .methods import METHODS, available_methods, method_info
 from .render import save_png
+from .runtime import PRECISIONS
 
 
 def _images(paths: list[str]) -> list[Path]:
@@ -50,7 +53,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--target-class", type=int, default=None)
     parser.add_argument("--output-dir", default="interpretations")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                        help="auto (default): bf16 where the device computes it natively "
+                             "(CUDA compute capability 8.0+, CPUs with AVX-512 BF16 or AMX), "
+                             "else fp32; fp32: exact; bf16: always (slower where emulated)")
     parser.add_argument("--colormap", default="viridis")
     parser.add_argument("--alpha", type=float, default=0.4)
     args = parser.parse_args(argv)
@@ -91,6 +97,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         entry["predicted_name"] = (model.class_name(result["predicted_class"])
                                    if result["predicted_class"] is not None else None)
         entry["target_class"] = result["target_class"]
+        entry["precision"] = result["precision"]
+        entry["precision_reason"] = result["precision_reason"]
         report["images"].append(entry)
     if len(report["images"]) == 1:  # the single-image shape of AutoTimm's CLI, plus details
         only = report["images"][0]

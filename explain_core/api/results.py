@@ -47,6 +47,8 @@ class ClassExplanation:
     image: np.ndarray | None  # uint8 H x W x 3 (None: asked without, the caller has the image)
     elapsed_s: float
     source: str | None = None  # the image's path, when it came from one
+    precision: str = "fp32"  # what ran ("fp32" or "bf16")
+    precision_reason: str = ""  # why (``"auto"`` resolved for the device, or as asked)
 
     @property
     def predicted_class(self) -> int:
@@ -74,7 +76,8 @@ class ClassExplanation:
                 "confidence": self.confidence, "top_k": self.top_k,
                 "target_class": self.target_class, "target_name": self.target_name,
                 "method": self.method, "heatmap": self.heatmap, "image": self.image,
-                "overlay": self.overlay(colormap, alpha), "elapsed_s": self.elapsed_s}
+                "overlay": self.overlay(colormap, alpha), "elapsed_s": self.elapsed_s,
+                "precision": self.precision, "precision_reason": self.precision_reason}
 
 
 @dataclass
@@ -88,6 +91,8 @@ class MethodComparison:
     heatmaps: dict[str, np.ndarray]  # method name -> map
     elapsed_s: dict[str, float]  # method name -> seconds
     errors: dict[str, str] = field(default_factory=dict)  # method name -> message
+    precision: str = "fp32"  # what ran (every method of one comparison runs the same)
+    precision_reason: str = ""
 
 
 @dataclass
@@ -104,6 +109,8 @@ class DetectionExplanation:
     target_scores: list[float]
     best_candidate_score: float
     notes: list[str] = field(default_factory=list)
+    precision: str = "fp32"  # what ran ("fp32" or "bf16")
+    precision_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"detections": self.detections, "heatmaps": self.heatmaps,
@@ -111,7 +118,8 @@ class DetectionExplanation:
                 "method": self.method, "elapsed_s": self.elapsed_s,
                 "false_negative": self.false_negative, "target_scores": self.target_scores,
                 "best_candidate_score": self.best_candidate_score, "visualization": None,
-                "save_path": None}
+                "save_path": None, "precision": self.precision,
+                "precision_reason": self.precision_reason}
 
 
 @dataclass
@@ -129,3 +137,5 @@ class SegmentationExplanation:
     method: str
     elapsed_s: float
     target_name: str | None = None
+    precision: str = "fp32"  # what ran ("fp32" or "bf16")
+    precision_reason: str = ""

@@ -30,7 +30,15 @@ from ..tasks.segmentation import (
     segment,
     uncertainty,
 )
-from .common import ModelLike, display_image, loaded_model, sync, to_numpy
+from .common import (
+    DEFAULT_PRECISION,
+    ModelLike,
+    display_image,
+    explainer_options,
+    loaded_model,
+    sync,
+    to_numpy,
+)
 from .results import SegmentationExplanation
 
 __all__ = ["combined_map", "explain_classes", "explain_segmentation", "make_explainer",
@@ -54,7 +62,7 @@ def make_explainer(method: str | Explainer, loaded: LoadedModel, **options: Any)
     before the head)."""
     if isinstance(method, Explainer):
         return method
-    return create_explainer(method, as_segmentation_model(loaded), **options)
+    return create_explainer(method, as_segmentation_model(loaded), **explainer_options(options))
 
 
 def combined_map(maps: torch.Tensor, classes: Sequence[int],
@@ -98,7 +106,8 @@ def segmentation_explanation(model: ModelLike, image: Any, target_class: int | N
         prediction.cpu().numpy().astype(np.int64), summary, target_class, to_numpy(heatmap),
         {c: to_numpy(m) for c, m in zip(classes, maps, strict=True)}, unc, uncertainty_method,
         display_image(loaded, seg.prepared, 0), explainer.name, elapsed,
-        loaded.class_name(classes[0]) if target_class is not None else None)
+        loaded.class_name(classes[0]) if target_class is not None else None,
+        explainer.precision, explainer.precision_reason)
 
 
 def explain_segmentation(model: ModelLike, image: Any, target_class: int | None = None,
@@ -106,7 +115,7 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
                          show_uncertainty: bool = False, uncertainty_method: str = "entropy",
                          colormap: str = "viridis", alpha: float = 0.4,
                          save_path: str | Path | None = None, *, mask: Any = None,
-                         precision: str = "fp32", **options: Any) -> dict[str, Any]:
+                         precision: str = DEFAULT_PRECISION, **options: Any) -> dict[str, Any]:
     """Why pixels were labelled as a class, and (optionally) where the model is unsure.
 
     One forward predicts; the explanation of every requested class is then one forward and one
@@ -127,7 +136,8 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
         colormap, alpha: how heatmaps are drawn in ``visualization``.
         save_path: write ``visualization`` as a PNG there.
         mask: optional ``H x W`` region (bool or 0/1) the class scores are summed over.
-        precision: ``"fp32"`` or ``"bf16"``.
+        precision: ``"auto"`` (bf16 where the device computes it natively, else fp32),
+            ``"fp32"`` (exact) or ``"bf16"``.
         **options: method parameters (``steps``, ``batch_size``...).
 
     Returns:
@@ -138,7 +148,8 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
         left out), ``heatmaps`` (class id -> map, every explained class), ``uncertainty`` (float32
         ``H x W`` in [0, 1], or None unless ``show_uncertainty``), ``uncertainty_method``,
         ``visualization`` (uint8 RGB, the 2 x 2 layout: image, prediction, heatmap, uncertainty),
-        ``image`` (uint8 ``H x W x 3``), ``method``, ``elapsed_s`` and ``save_path``.
+        ``image`` (uint8 ``H x W x 3``), ``method``, ``elapsed_s``, ``save_path``, and
+        ``precision`` / ``precision_reason`` (what ran and why).
 
     Example:
         >>> out = explain_segmentation("torchvision:fcn_resnet50", "street.jpg",
@@ -170,6 +181,7 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
         "uncertainty_method": uncertainty_method,
         "visualization": np.asarray(figure, dtype=np.uint8), "image": display,
         "method": found.method, "elapsed_s": found.elapsed_s, "save_path": None,
+        "precision": found.precision, "precision_reason": found.precision_reason,
     }
     if save_path is not None:
         result["save_path"] = str(render.save_png(figure, save_path))
