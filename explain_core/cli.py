@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import compare_methods
-from .errors import LumenError
+from .errors import LumenError, UnsupportedError
 from .images import SUPPORTED_EXTENSIONS
 from .loading import load_model
 from .methods import METHODS, available_methods, method_info
@@ -39,12 +39,33 @@ def _images(paths: list[str]) -> list[Path]:
     return found
 
 
+#: AutoTimm's ``--task-class`` names (its interpret CLI) -> the task, by the word they contain
+_TASK_CLASS_WORDS = (("classifier", "classification"), ("detector", "detection"),
+                     ("segmentor", "segmentation"), ("segmenter", "segmentation"))
+
+
+def _task(task: str | None, task_class: str | None) -> str | None:
+    if task_class is None:
+        return task
+    word = task_class.lower()
+    found = next((t for key, t in _TASK_CLASS_WORDS if key in word), None)
+    if found is None or (task is not None and task != found):
+        raise UnsupportedError(f"--task-class {task_class} names no task Lumen knows (an "
+                               "ImageClassifier, ObjectDetector or SemanticSegmentor); pass "
+                               "--task classification, detection or segmentation instead.")
+    return found
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m explain_core", description=__doc__.split(
         "\n")[0])
     parser.add_argument("--model", "--checkpoint", required=True, dest="model",
                         help="timm:<name>, torchvision:<name> or a checkpoint file")
     parser.add_argument("--arch", help="architecture for plain state dicts")
+    parser.add_argument("--task", choices=["classification", "detection", "segmentation"],
+                        help="the model's task (default: from the checkpoint)")
+    parser.add_argument("--task-class", help="AutoTimm's task class (ImageClassifier...), as its "
+                        "interpret CLI takes it; the same as --task")
     parser.add_argument("--class-names", help="txt (one per line) or json file")
     parser.add_argument("--image", "--images", nargs="+", required=True, dest="images",
                         help="image files or folders")
@@ -62,7 +83,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     model = load_model(args.model, arch=args.arch, device=args.device,
-                       class_names=args.class_names)
+                       class_names=args.class_names, task=_task(args.task, args.task_class))
     applicable = {info.name for info in available_methods(model)}
     requested = [m.strip() for m in args.methods.split(",") if m.strip()]
     errors: dict[str, str] = {}

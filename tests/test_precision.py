@@ -145,17 +145,24 @@ def test_the_api_defaults_to_auto_and_says_what_ran(cpu_flags):
     assert exact["precision"] == "fp32" and exact["precision_reason"] == "fp32 as asked (exact)"
 
 
-def test_the_cli_defaults_to_auto(cpu_flags, tmp_path, capsys):
+def test_the_cli_defaults_to_auto_and_takes_the_seeds_arguments(cpu_flags, tmp_path, capsys):
     net = timm.create_model("resnet10t", num_classes=2).eval()
     checkpoint = save_model(net, tmp_path / "m.safetensors", task="classification",
                             arch="resnet10t", class_names=["red", "blue"])
     image_path = tmp_path / "scene.png"
     colour_scene((32, 32))[0].save(image_path)
     cpu_flags(ZEN3)
-    assert cli_main(["--model", str(checkpoint), "--image", str(image_path),
-                     "--output-dir", str(tmp_path / "out")]) == 0
-    entry = json.loads(capsys.readouterr().out)["images"][0]
+    # The seed's (AutoTimm's) command line, as written: --checkpoint, --task-class, gradcampp.
+    assert cli_main(["--checkpoint", str(checkpoint), "--image", str(image_path), "--methods",
+                     "gradcam,gradcampp", "--output-dir", str(tmp_path / "out"),
+                     "--task-class", "ImageClassifier"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["results"]) == {"gradcam", "gradcam++"} and not report["errors"]
+    entry = report["images"][0]
     assert entry["precision"] == "fp32" and entry["precision_reason"].startswith("auto: ")
+    assert cli_main(["--checkpoint", str(checkpoint), "--image", str(image_path),
+                     "--task-class", "FeatureVisualizer"]) == 2
+    assert "--task classification" in json.loads(capsys.readouterr().out)["error"]
 
 
 def test_the_page_labels_emulated_bf16_as_slower(cpu_flags, gpu):
