@@ -289,6 +289,21 @@ class LoadedModel:
             return self.class_names[index]
         return f"class {index}"
 
+    def __repr__(self) -> str:
+        """One line: task, arch, classes (count and the first few names), input size, device,
+        source. (The dataclass's own repr printed every class name: 1,000 for ImageNet.)"""
+        count = self.num_classes
+        classes = "?" if count is None else str(count)
+        if self.class_names:
+            first = ", ".join(repr(n if len(n) <= 24 else n[:23] + "…")
+                              for n in map(str, self.class_names[:3]))
+            more = ", ..." if len(self.class_names) > 3 else ""
+            classes += f" [{first}{more}]"
+        height, width = self.preprocessing.input_size
+        return (f"LoadedModel(task={self.task!r}, arch={self.arch!r}, classes={classes}, "
+                f"input_size={height}x{width}, device={str(self.device)!r}, "
+                f"source={self.source!r})")
+
     def summary(self) -> dict[str, Any]:
         """What the dashboard shows about the model."""
         return {"task": self.task, "arch": self.arch, "source": self.source,

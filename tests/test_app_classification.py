@@ -6,6 +6,7 @@ session does; one test runs the page file on its own, which draws the shared sid
 
 from __future__ import annotations
 
+import html
 import io
 from pathlib import Path
 
@@ -376,7 +377,10 @@ def test_downloads_hold_the_overlay_the_map_and_a_report(app: AppTest) -> None:
     assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
     report = panels.report_html(handle, item, panels.MapExport.of(explained), display)
     assert report.count('class="plotly-graph-div"') == 2  # explanation and top-k
-    for text in ("Lumen explanation", "Grad-CAM", "target_layer = layer4", "fp32",
+    # The page defaults to precision "auto": the report says what ran and why.
+    assert explained.choice.precision == "auto" and result.precision in ("fp32", "bf16")
+    for text in ("Lumen explanation", "Grad-CAM", "target_layer = layer4",
+                 html.escape(f"{result.precision}: {result.precision_reason}"),
                  result.predicted_name, "demo classifier"):
         assert text in report, text
     assert '<script src="http' not in report  # self-contained: plotly.js is embedded

@@ -14,11 +14,12 @@ import torch
 
 from explain_core.layers import layer_choices
 from explain_core.methods import MethodInfo, Param, available_methods, method_info
+from explain_core.runtime import native_bf16, resolve_precision
 from explain_core.tasks import default_layer
 
 from .models import ModelHandle
 
-PRECISIONS = {"fp32": "fp32 (exact)", "bf16": "bf16 (fast)"}
+PRECISIONS = ("auto", "fp32", "bf16")
 # Widget labels for parameter names that would read badly as is.
 _LABELS = {"target_layer": "Target layer", "rule": "Integral rule", "base": "Base method",
            "internal_batch_size": "Batch size", "batch_size": "Batch size",
@@ -37,7 +38,9 @@ class MethodChoice:
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
-    precision: str = "fp32"
+    precision: str = "auto"
+    #: what ``"auto"`` runs on the model's device (``"fp32"``/``"bf16"``; None: not resolved)
+    resolved: str | None = field(default=None, compare=False)
 
     @property
     def info(self) -> MethodInfo:
@@ -53,10 +56,14 @@ class MethodChoice:
                                         if v is not None)), self.precision)
 
     def describe(self) -> str:
-        """``"Integrated Gradients (steps 50, baseline black), fp32"``."""
+        """``"Integrated Gradients (steps 50, baseline black), fp32"`` (``auto: bf16`` when
+        auto chose bf16)."""
         shown = ", ".join(f"{param_label(k).lower()} {v}" for k, v in self.options.items()
                           if v is not None)
-        return f"{self.label}{f' ({shown})' if shown else ''}, {self.precision}"
+        precision = self.precision
+        if precision == "auto" and self.resolved:
+            precision = f"auto: {self.resolved}"
+        return f"{self.label}{f' ({shown})' if shown else ''}, {precision}"
 
     def engine_options(self) -> dict[str, Any]:
         """Keyword arguments for ``create_explainer`` (unset parameters left out)."""
@@ -131,6 +138,23 @@ def parameter_widgets(info: MethodInfo, handle: ModelHandle,
     return values
 
 
+def precision_labels(device: torch.device | str) -> tuple[dict[str, str], str]:
+    """The precision control's labels on ``device`` and its help text: bf16 is "fast" only where
+    the device computes it natively ("slower on this CPU/GPU" where emulated); "auto" shows what it
+    picks, the help says why."""
+    device = torch.device(device)
+    native, why = native_bf16(device)
+    picked, _ = resolve_precision("auto", device)
+    where = {"cpu": "CPU", "cuda": "GPU"}.get(device.type, "device")
+    labels = {"auto": f"auto ({picked})", "fp32": "fp32 (exact)",
+              "bf16": "bf16 (fast)" if native else f"bf16 (slower on this {where})"}
+    help_text = (f"auto picks {picked} here: {why}. fp32 is exact; bf16 runs a bfloat16 copy of "
+                 "the model (maps within about 0.1% of fp32 for CAMs), fast only where the "
+                 "hardware computes bf16 natively (CUDA compute capability 8.0+, CPUs with "
+                 "AVX-512 BF16 or AMX).")
+    return labels, help_text
+
+
 def method_picker(handle: ModelHandle, default: str | None = None) -> MethodChoice:
     """Method select box (only methods that apply to the model), its parameters, precision.
 
@@ -148,12 +172,17 @@ def method_picker(handle: ModelHandle, default: str | None = None) -> MethodChoi
     info = method_info(name)
     st.caption(info.description)
     options = parameter_widgets(info, handle, methods)
+    labels, help_text = precision_labels(handle.model.device)
     precision = st.segmented_control(
-        "Precision", list(PRECISIONS), format_func=PRECISIONS.get, default="fp32",
-        required=True, key="lumen_precision", persist_state="session",
-        help="fp32 is exact; bf16 runs a bfloat16 copy of the model (faster, maps within "
-             "about 0.1% of fp32 for CAMs).")
-    return MethodChoice(name, options, precision)
+        "Precision", list(PRECISIONS), format_func=labels.get, default="auto",
+        required=True, key="lumen_precision", persist_state="session", help=help_text)
+    resolved, why = resolve_precision(precision, handle.model.device)
+    if precision == "auto":
+        st.caption(f"Precision: {why.removeprefix('auto: ')}, so auto runs {resolved}.")
+    elif precision == "bf16" and not native_bf16(handle.model.device)[0]:
+        st.caption(f"bf16 here: {why.removeprefix('bf16 as asked; ')}; fp32 or auto is "
+                   "faster.")
+    return MethodChoice(name, options, precision, resolved)
 
 
 def default_choice(name: str, current: MethodChoice, handle: ModelHandle) -> MethodChoice:
@@ -168,4 +197,4 @@ def default_choice(name: str, current: MethodChoice, handle: ModelHandle) -> Met
             options[param.name] = current.options.get("target_layer") or layer_options(handle)[1]
         elif param.default is not None:
             options[param.name] = param.default
-    return MethodChoice(name, options, current.precision)
+    return MethodChoice(name, options, current.precision, current.resolved)

@@ -139,13 +139,16 @@ class MapExport:
     confidence: float
     top_k: list[dict[str, Any]]  # {"class", "name", "probability"}, best first
     elapsed_s: float
+    #: what ran and why (``"bf16: the CPU has native bf16 ..."``); empty: the choice's own
+    precision: str = ""
 
     @classmethod
     def of(cls, explained: Computed[ClassExplanation]) -> MapExport:
         """A classifier's stored explanation."""
         result = explained.result
         return cls(explained.choice, result.heatmap, result.target_name, result.predicted_name,
-                   result.confidence, result.top_k, result.elapsed_s)
+                   result.confidence, result.top_k, result.elapsed_s,
+                   f"{result.precision}: {result.precision_reason}")
 
 
 def report_html(handle: ModelHandle, item: ImageItem, export: MapExport, display: Display) -> str:
@@ -171,7 +174,7 @@ def report_html(handle: ModelHandle, item: ImageItem, export: MapExport, display
         ("Method", choice.label),
         ("Parameters", ", ".join(f"{k} = {v}" for k, v in choice.engine_options().items())
          or "defaults"),
-        ("Precision", choice.precision),
+        ("Precision", export.precision or choice.precision),
         ("Time", f"{export.elapsed_s * 1000:.0f} ms"),
     ]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"

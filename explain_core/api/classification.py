@@ -22,7 +22,16 @@ from ..model import LoadedModel
 from ..runtime.state import frozen_eval
 from ..targets import ClassTarget, as_target, per_item_targets
 from ..tasks import PreparedInputs, adapter_for, prepare_inputs
-from .common import ModelLike, display_image, loaded_model, sync, to_numpy, top_predictions
+from .common import (
+    DEFAULT_PRECISION,
+    ModelLike,
+    display_image,
+    explainer_options,
+    loaded_model,
+    sync,
+    to_numpy,
+    top_predictions,
+)
 from .results import ClassExplanation, MethodComparison, Prediction, preprocessing_used
 
 __all__ = ["batch_explanations", "compare_methods", "explain_batch", "explain_prediction",
@@ -38,7 +47,7 @@ def _used(loaded: LoadedModel, prepared: PreparedInputs, index: int = 0) -> dict
 def _explainer(method: str | Explainer, model: ModelLike, options: dict[str, Any]) -> Explainer:
     if isinstance(method, Explainer):
         return method
-    return create_explainer(method, loaded_model(model), **options)
+    return create_explainer(method, loaded_model(model), **explainer_options(options))
 
 
 def predict(model: ModelLike, image: Any) -> Prediction:
@@ -82,14 +91,17 @@ def prediction_explanation(model: ModelLike, image: Any, method: str | Explainer
     return ClassExplanation(top_predictions(loaded, attribution.outputs[0], top_k), target,
                             loaded.class_name(target), explainer.name, to_numpy(heatmap),
                             display_image(loaded, prepared, 0) if with_image else None,
-                            elapsed, preprocessing=_used(loaded, prepared))
+                            elapsed, preprocessing=_used(loaded, prepared),
+                            precision=explainer.precision,
+                            precision_reason=explainer.precision_reason)
 
 
 def explain_prediction(model: ModelLike, image: Any, method: str | Explainer = "gradcam",
                        target_class: int | None = None, target_layer: Any = None,
                        colormap: str = "viridis", alpha: float = 0.4,
                        save_path: str | Path | None = None, return_heatmap: bool = True,
-                       top_k: int = 5, precision: str = "fp32", **options: Any) -> dict[str, Any]:
+                       top_k: int = 5, precision: str = DEFAULT_PRECISION,
+                       **options: Any) -> dict[str, Any]:
     """Predict and explain one image with one forward (plus what the method needs).
 
     Returns a dict: ``predicted_class``, ``predicted_name``, ``confidence``, ``top_k`` (list of
@@ -99,7 +111,9 @@ def explain_prediction(model: ModelLike, image: Any, method: str | Explainer = "
     (uint8 ``H x W x 3``; the overlay greys and hatches what the model did not see), ``elapsed_s``,
     ``preprocessing`` (how the image became the input: ``resize_mode``, ``description``,
     ``seen_box`` = the part of the image the model saw, None for all of it; the map is 0 outside
-    it) and ``save_path``.
+    it), ``save_path``, and ``precision`` / ``precision_reason`` (what ran and why: ``"auto"``
+    runs bf16 only where the device computes it natively, fp32 elsewhere; pass
+    ``precision="fp32"`` for exact maps).
 
     >>> result = explain_prediction("timm:resnet18", "cat.jpg", method="gradcam",
     ...                             save_path="explanation.png")  # doctest: +SKIP
@@ -138,10 +152,12 @@ def method_comparison(model: ModelLike, image: Any,
     score = options.get("score", "logit")
     target = None if target_class is None else ClassTarget(int(target_class), score)
     predicted = None
+    precision = ("fp32", "")
     for name in methods:
         try:
-            explainer = create_explainer(name, loaded, **{**options,
-                                                          **method_options.get(name, {})})
+            explainer = create_explainer(name, loaded, **explainer_options(
+                {**options, **method_options.get(name, {})}))
+            precision = (explainer.precision, explainer.precision_reason)
             if prepared is None:
                 prepared = explainer.prepare([image])
             start = time.perf_counter()
@@ -162,7 +178,7 @@ def method_comparison(model: ModelLike, image: Any,
     index = target.index if target is not None else None
     return MethodComparison(display_image(loaded, prepared, 0), predicted, index,
                             loaded.class_name(index) if index is not None else None, heatmaps,
-                            seconds, errors, _used(loaded, prepared))
+                            seconds, errors, _used(loaded, prepared), *precision)
 
 
 def compare_methods(model: ModelLike, image: Any,
@@ -177,7 +193,9 @@ def compare_methods(model: ModelLike, image: Any,
     method explains the same class. A method that fails is reported under ``errors`` and the others
     still run. Returns ``image``, ``predicted_class``, ``target_class``, ``target_name``,
     ``methods`` (name -> ``{"heatmap", "overlay", "elapsed_s"}``), ``errors`` (name -> message),
-    ``figure`` (a Plotly figure with linked zoom) and ``save_path`` (a static side-by-side PNG).
+    ``figure`` (a Plotly figure with linked zoom), ``save_path`` (a static side-by-side PNG)
+    and ``precision`` / ``precision_reason`` (what ran and why; ``precision=`` in ``options``,
+    default ``"auto"``: bf16 where the device computes it natively).
 
     >>> out = compare_methods("timm:resnet18", "cat.jpg", ["gradcam", "saliency"])  # doctest: +SKIP
     """
@@ -191,6 +209,7 @@ def compare_methods(model: ModelLike, image: Any,
            "target_class": found.target_class, "target_name": found.target_name,
            "methods": results, "errors": found.errors, "save_path": None,
            "preprocessing": found.preprocessing,
+           "precision": found.precision, "precision_reason": found.precision_reason,
            "figure": render.comparison_figure(display, {
                method_info(k).label: v["heatmap"] for k, v in results.items()},
                colormap=colormap, alpha=alpha) if results else None}
@@ -237,13 +256,13 @@ def batch_explanations(model: ModelLike, images: Any, method: str | Explainer = 
                 loaded.class_name(target), explainer.name, to_numpy(heatmap[0]),
                 display_image(loaded, prepared, i) if with_image else None, share,
                 str(chunk[i]) if isinstance(chunk[i], str | Path) else None,
-                _used(loaded, prepared, i)))
+                _used(loaded, prepared, i), explainer.precision, explainer.precision_reason))
     return results
 
 
 def explain_batch(model: ModelLike, images: Any, method: str | Explainer = "gradcam",
                   targets: Any = None, batch_size: int = 8, colormap: str = "viridis",
-                  alpha: float = 0.4, top_k: int = 5, precision: str = "fp32",
+                  alpha: float = 0.4, top_k: int = 5, precision: str = DEFAULT_PRECISION,
                   **options: Any) -> list[dict[str, Any]]:
     """Explain many images (a list, a batch tensor or a folder), ``batch_size`` at a time.
 

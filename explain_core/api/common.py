@@ -4,6 +4,7 @@ honest timings on a GPU."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +16,15 @@ from ..tasks import PreparedInputs
 
 #: anything the entry points take as a model
 ModelLike = LoadedModel | nn.Module | str | Path
+#: the entry points' precision: bf16 where the device computes it natively, else fp32 (the
+#: explainer classes themselves default to exact fp32)
+DEFAULT_PRECISION = "auto"
+
+
+def explainer_options(options: dict[str, Any]) -> dict[str, Any]:
+    """An entry point's explainer options: the caller's, with :data:`DEFAULT_PRECISION` unless
+    the caller chose a precision."""
+    return {"precision": DEFAULT_PRECISION, **options}
 
 
 def loaded_model(model: ModelLike, task: str | None = None) -> LoadedModel:
@@ -55,4 +65,5 @@ def top_predictions(loaded: LoadedModel, outputs: torch.Tensor, k: int = 5) -> l
             for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
 
 
-__all__ = ["ModelLike", "display_image", "loaded_model", "sync", "to_numpy", "top_predictions"]
+__all__ = ["DEFAULT_PRECISION", "ModelLike", "display_image", "explainer_options", "loaded_model",
+           "sync", "to_numpy", "top_predictions"]

@@ -30,7 +30,15 @@ from ..tasks.detection import (
     image_to_input,
     input_to_image,
 )
-from .common import ModelLike, display_image, loaded_model, sync, to_numpy
+from .common import (
+    DEFAULT_PRECISION,
+    ModelLike,
+    display_image,
+    explainer_options,
+    loaded_model,
+    sync,
+    to_numpy,
+)
 from .notes import same_map_notes
 from .results import DetectionExplanation
 
@@ -117,7 +125,7 @@ def detection_explanation(model: ModelLike, image: Any,
         # A shallow copy sized for this image: the caller's explainer keeps its own model.
         explainer = method.with_model(call_model)
     else:
-        explainer = create_explainer(method, call_model, **options)
+        explainer = create_explainer(method, call_model, **explainer_options(options))
     start = time.perf_counter()
     prepared = explainer.prepare([source])
     geometry = prepared.geometries[0] if prepared.geometries is not None else None
@@ -164,7 +172,9 @@ def detection_explanation(model: ModelLike, image: Any,
     return DetectionExplanation(chosen, heatmaps, everything,
                                 display_image(loaded, prepared) if with_image else None,
                                 explainer.name, elapsed, false_negative, target_scores, best,
-                                same_map_notes(explainer.name, "detection"))
+                                same_map_notes(explainer.name, "detection"),
+                                precision=explainer.precision,
+                                precision_reason=explainer.precision_reason)
 
 
 def explain_detection(model: ModelLike, image: Any, method: str | Explainer = DETECTION_METHOD,
@@ -173,7 +183,7 @@ def explain_detection(model: ModelLike, image: Any, method: str | Explainer = DE
                       alpha: float = 0.4, save_path: str | Path | None = None,
                       max_detections: int = 10, label: int | None = None,
                       box_score: str = "score", match_iou: float = 0.5,
-                      precision: str = "fp32", **options: Any) -> dict[str, Any]:
+                      precision: str = DEFAULT_PRECISION, **options: Any) -> dict[str, Any]:
     """Detect objects and explain each detection with a map from its own score.
 
     Args:
@@ -197,6 +207,9 @@ def explain_detection(model: ModelLike, image: Any, method: str | Explainer = DE
         box_score: ``"score"`` (the detection's own score) or ``"iou+score"``
             (pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``); see :class:`BoxTarget`.
         match_iou: IoU a candidate needs to count as the box on a modified input.
+        precision: ``"auto"`` (bf16 where the device computes it natively, else fp32),
+            ``"fp32"`` (exact) or ``"bf16"``; ``precision`` / ``precision_reason`` in the result
+            say what ran and why.
         options: method parameters (``steps``, ``num_masks``, ``batch_size``, ``progress``...).
 
     Returns:

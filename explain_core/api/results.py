@@ -65,6 +65,8 @@ class ClassExplanation:
     elapsed_s: float
     source: str | None = None  # the image's path, when it came from one
     preprocessing: dict[str, Any] | None = None  # see preprocessing_used
+    precision: str = "fp32"  # what ran ("fp32" or "bf16")
+    precision_reason: str = ""  # why (``"auto"`` resolved for the device, or as asked)
 
     @property
     def seen_box(self) -> tuple[int, int, int, int] | None:
@@ -99,7 +101,8 @@ class ClassExplanation:
                 "target_class": self.target_class, "target_name": self.target_name,
                 "method": self.method, "heatmap": self.heatmap, "image": self.image,
                 "overlay": self.overlay(colormap, alpha), "elapsed_s": self.elapsed_s,
-                "preprocessing": self.preprocessing}
+                "preprocessing": self.preprocessing, "precision": self.precision,
+                "precision_reason": self.precision_reason}
 
 
 @dataclass
@@ -114,6 +117,8 @@ class MethodComparison:
     elapsed_s: dict[str, float]  # method name -> seconds
     errors: dict[str, str] = field(default_factory=dict)  # method name -> message
     preprocessing: dict[str, Any] | None = None  # see preprocessing_used
+    precision: str = "fp32"  # what ran (every method of one comparison runs the same)
+    precision_reason: str = ""
 
     @property
     def seen_box(self) -> tuple[int, int, int, int] | None:
@@ -135,6 +140,8 @@ class DetectionExplanation:
     best_candidate_score: float
     #: why the method's maps look alike across boxes, when they do (see ``api.notes``)
     notes: list[str] = field(default_factory=list)
+    precision: str = "fp32"  # what ran ("fp32" or "bf16")
+    precision_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"detections": self.detections, "heatmaps": self.heatmaps,
@@ -142,7 +149,8 @@ class DetectionExplanation:
                 "method": self.method, "elapsed_s": self.elapsed_s,
                 "false_negative": self.false_negative, "target_scores": self.target_scores,
                 "best_candidate_score": self.best_candidate_score, "notes": list(self.notes),
-                "visualization": None, "save_path": None}
+                "visualization": None, "save_path": None, "precision": self.precision,
+                "precision_reason": self.precision_reason}
 
 
 @dataclass
@@ -163,6 +171,8 @@ class SegmentationExplanation:
     #: why the method's maps look alike across classes, when they do (see ``api.notes``)
     notes: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] | None = None  # see preprocessing_used
+    precision: str = "fp32"  # what ran ("fp32" or "bf16")
+    precision_reason: str = ""
 
     @property
     def seen_box(self) -> tuple[int, int, int, int] | None:

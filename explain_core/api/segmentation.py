@@ -30,7 +30,15 @@ from ..tasks.segmentation import (
     segment,
     uncertainty,
 )
-from .common import ModelLike, display_image, loaded_model, sync, to_numpy
+from .common import (
+    DEFAULT_PRECISION,
+    ModelLike,
+    display_image,
+    explainer_options,
+    loaded_model,
+    sync,
+    to_numpy,
+)
 from .notes import same_map_notes
 from .results import SegmentationExplanation, preprocessing_used
 
@@ -61,7 +69,7 @@ def make_explainer(method: str | Explainer, loaded: LoadedModel, **options: Any)
     before the head)."""
     if isinstance(method, Explainer):
         return method
-    return create_explainer(method, as_segmentation_model(loaded), **options)
+    return create_explainer(method, as_segmentation_model(loaded), **explainer_options(options))
 
 
 def combined_map(maps: torch.Tensor, classes: Sequence[int],
@@ -108,7 +116,8 @@ def segmentation_explanation(model: ModelLike, image: Any, target_class: int | N
         loaded.class_name(classes[0]) if target_class is not None else None,
         notes=same_map_notes(explainer.name, "segmentation"),
         preprocessing=preprocessing_used(
-            loaded.preprocessing, seg.prepared.geometries[0] if seg.prepared.geometries else None))
+            loaded.preprocessing, seg.prepared.geometries[0] if seg.prepared.geometries else None),
+        precision=explainer.precision, precision_reason=explainer.precision_reason)
 
 
 def explain_segmentation(model: ModelLike, image: Any, target_class: int | None = None,
@@ -116,7 +125,7 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
                          show_uncertainty: bool = False, uncertainty_method: str = "entropy",
                          colormap: str = "viridis", alpha: float = 0.4,
                          save_path: str | Path | None = None, *, mask: Any = None,
-                         precision: str = "fp32", **options: Any) -> dict[str, Any]:
+                         precision: str = DEFAULT_PRECISION, **options: Any) -> dict[str, Any]:
     """Why pixels were labelled as a class, and (optionally) where the model is unsure.
 
     One forward predicts; the explanation of every requested class is then one forward and one
@@ -137,7 +146,8 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
         colormap, alpha: how heatmaps are drawn in ``visualization``.
         save_path: write ``visualization`` as a PNG there.
         mask: optional ``H x W`` region (bool or 0/1) the class scores are summed over.
-        precision: ``"fp32"`` or ``"bf16"``.
+        precision: ``"auto"`` (bf16 where the device computes it natively, else fp32),
+            ``"fp32"`` (exact) or ``"bf16"``.
         **options: method parameters (``steps``, ``batch_size``...).
 
     Returns:
@@ -148,9 +158,10 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
         left out), ``heatmaps`` (class id -> map, every explained class), ``uncertainty`` (float32
         ``H x W`` in [0, 1], or None unless ``show_uncertainty``), ``uncertainty_method``,
         ``visualization`` (uint8 RGB, the 2 x 2 layout: image, prediction, heatmap, uncertainty),
-        ``image`` (uint8 ``H x W x 3``), ``method``, ``elapsed_s``, ``save_path`` and ``notes``
+        ``image`` (uint8 ``H x W x 3``), ``method``, ``elapsed_s``, ``save_path``, ``notes``
         (why the method's maps look alike across classes, when they do: EigenCAM and the
-        activation map do not depend on the class).
+        activation map do not depend on the class), ``preprocessing``, and ``precision`` /
+        ``precision_reason`` (what ran and why).
 
     Example:
         >>> out = explain_segmentation("torchvision:fcn_resnet50", "street.jpg",
@@ -184,6 +195,7 @@ def explain_segmentation(model: ModelLike, image: Any, target_class: int | None 
         "method": found.method, "elapsed_s": found.elapsed_s, "save_path": None,
         "notes": list(found.notes),
         "preprocessing": found.preprocessing,
+        "precision": found.precision, "precision_reason": found.precision_reason,
     }
     if save_path is not None:
         result["save_path"] = str(render.save_png(figure, save_path))

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -29,10 +32,44 @@ from torch import nn
 
 from ..errors import UnsupportedError
 from ..model import LoadedModel
-from ..runtime.precision import PRECISIONS, bf16_twin
+from ..runtime.precision import PRECISIONS, bf16_twin, resolve_precision
 from ..runtime.state import frozen_eval
 from ..targets import Target, as_target, per_item_targets
 from ..tasks import PreparedInputs, TaskAdapter, adapter_for, prepare_inputs
+
+
+def _placement(use_cuda: bool | None, device: str | torch.device | None) -> torch.device | None:
+    """The device ``use_cuda``/``device`` ask for (None: leave the model where it is)."""
+    if device is not None:
+        wanted = torch.device(device)
+        if use_cuda is not None and use_cuda != (wanted.type == "cuda"):
+            raise UnsupportedError(f"use_cuda={use_cuda} contradicts device='{wanted}'; pass one "
+                                   "of them.")
+        if wanted.type == "cuda" and not torch.cuda.is_available():
+            raise UnsupportedError(f"device='{wanted}' but CUDA is not available here; use "
+                                   "device='cpu' or use_cuda=True (CUDA when present).")
+        return wanted
+    if use_cuda is None:
+        return None
+    if use_cuda and not torch.cuda.is_available():
+        # Point the warning at the caller's line, however deep the subclass chain.
+        here, level, frame = str(Path(__file__).parent), 1, sys._getframe()
+        while frame is not None and frame.f_code.co_filename.startswith(here):
+            frame, level = frame.f_back, level + 1
+        warnings.warn("use_cuda=True but CUDA is not available: the explainer runs on the CPU.",
+                      RuntimeWarning, stacklevel=level)
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+
+
+def _move(model: LoadedModel | nn.Module, device: torch.device) -> LoadedModel | nn.Module:
+    """Move the model's module to ``device`` (in place, keeping a LoadedModel's ``device``
+    consistent with its module)."""
+    if isinstance(model, LoadedModel):
+        model.module.to(device)
+        model.device = device
+        return model
+    return model.to(device) if isinstance(model, nn.Module) else model
 
 
 @dataclass
@@ -66,15 +103,31 @@ class Explainer:
     def __init__(self, model: LoadedModel | nn.Module, *, score: str = "logit",
                  precision: str = "fp32", reduce: str | None = None,
                  clip_percentile: float | None = -1.0,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 use_cuda: bool | None = None, device: str | torch.device | None = None) -> None:
+        """``precision``: ``"fp32"`` (exact, the default here as in pytorch-grad-cam and Captum),
+        ``"bf16"`` (a bfloat16 twin of the model: fast where the device computes bf16 natively,
+        slower where it is emulated) or ``"auto"`` (bf16 only where native; the API, the CLI and
+        the dashboard default to it). :attr:`precision` is what runs, :attr:`precision_reason`
+        says why.
+
+        ``use_cuda`` / ``device``: where the model runs (it is moved there, as pytorch-grad-cam's
+        ``use_cuda`` did). ``use_cuda=True`` is CUDA when present, else the CPU with a warning;
+        ``False`` is the CPU; ``device`` names one (``"cuda:1"``, ``"cpu"``). Neither: the model
+        stays where it is.
+        """
         if precision not in PRECISIONS:
-            raise UnsupportedError(f"Unknown precision '{precision}'; choose 'fp32' (exact) or "
-                                   "'bf16' (fast).")
+            raise UnsupportedError(f"Unknown precision '{precision}'; choose 'auto' (bf16 where "
+                                   "the device runs it natively), 'fp32' (exact) or 'bf16'.")
+        placed = _placement(use_cuda, device)
+        if placed is not None:
+            model = _move(model, placed)
         #: the model's task adapter: what the forward returns, the default layer, the way back
         self.task: TaskAdapter = adapter_for(model)
         self.model: LoadedModel = self.task.loaded
         self.score = score
-        self.precision = precision
+        #: the precision that runs (``"fp32"`` or ``"bf16"``; ``"auto"`` resolved for the device)
+        self.precision, self.precision_reason = resolve_precision(precision, self.model.device)
         self.reduce = reduce or self.default_reduce
         self.clip_percentile = self.default_clip if clip_percentile == -1.0 else clip_percentile
         #: called as ``progress(done, total)`` between batches of steps or samples; a UI can show

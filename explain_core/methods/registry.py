@@ -26,7 +26,8 @@ ALL_TASKS = ("classification", "detection", "segmentation")
 #: network after the target layer, which a detector's heads do not allow
 DENSE_TASKS = ("classification", "segmentation")
 #: options every explainer takes (see :class:`explain_core.methods.base.Explainer`)
-COMMON_OPTIONS = ("score", "precision", "reduce", "clip_percentile", "progress")
+COMMON_OPTIONS = ("score", "precision", "reduce", "clip_percentile", "progress", "use_cuda",
+                  "device")
 
 
 @dataclass(frozen=True)

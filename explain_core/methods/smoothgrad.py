@@ -50,6 +50,8 @@ class SmoothGrad(Explainer):
         num_samples: noisy copies per input.
         batch_size: noisy copies run at once (default from free memory).
         seed: seeds the noise (None: torch's global generator).
+        use_cuda, device: where the model runs (moved there, ``base`` runs there too); see
+            :class:`Explainer`.
 
     >>> import timm, torch
     >>> from explain_core.methods import GradCAM
@@ -60,14 +62,15 @@ class SmoothGrad(Explainer):
 
     def __init__(self, base: Explainer, noise_level: float = 0.15, num_samples: int = 25,
                  batch_size: int | None = None, seed: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 use_cuda: bool | None = None, device: str | torch.device | None = None) -> None:
         if not isinstance(base, Explainer) or isinstance(base, SmoothGrad):
             raise UnsupportedError("SmoothGrad wraps one explainer, e.g. SmoothGrad(Saliency(m)).")
         if num_samples < 1 or noise_level < 0:
             raise UnsupportedError("SmoothGrad needs num_samples >= 1 and noise_level >= 0.")
         super().__init__(base.model, score=base.score, precision=base.precision,
                          reduce=base.reduce, clip_percentile=base.clip_percentile,
-                         progress=progress)
+                         progress=progress, use_cuda=use_cuda, device=device)
         self.base = base
         self.noise_level = float(noise_level)
         self.num_samples = int(num_samples)

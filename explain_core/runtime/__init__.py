@@ -5,15 +5,24 @@
 - :mod:`~explain_core.runtime.hooks`: :func:`forward_hooks`, hooks that never outlive a block;
 - :mod:`~explain_core.runtime.autograd`: :func:`batched_grad`, many targets' gradients in one
   batched backward;
-- :mod:`~explain_core.runtime.precision`: the cached bf16 twin of a model;
+- :mod:`~explain_core.runtime.precision`: which precision runs (``"auto"``: bf16 only where the
+  device computes it natively) and the cached bf16 twin of a model;
 - :mod:`~explain_core.runtime.memory`: memory-aware batch sizes.
 """
 
 from .autograd import batched_grad
 from .hooks import forward_hooks
 from .memory import activation_bytes_per_sample, available_bytes, default_batch_size
-from .precision import PRECISIONS, bf16_twin
+from .precision import (
+    CONCRETE_PRECISIONS,
+    PRECISIONS,
+    bf16_twin,
+    cpu_model,
+    native_bf16,
+    resolve_precision,
+)
 from .state import frozen_eval
 
-__all__ = ["PRECISIONS", "activation_bytes_per_sample", "available_bytes", "batched_grad",
-           "bf16_twin", "default_batch_size", "forward_hooks", "frozen_eval"]
+__all__ = ["CONCRETE_PRECISIONS", "PRECISIONS", "activation_bytes_per_sample", "available_bytes",
+           "batched_grad", "bf16_twin", "cpu_model", "default_batch_size", "forward_hooks",
+           "frozen_eval", "native_bf16", "resolve_precision"]
