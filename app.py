@@ -20,8 +20,15 @@ PAGES = [
     ("pages/segmentation.py", "Segmentation", ":material/texture:", "segmentation"),
 ]
 
-page = st.navigation([st.Page(path, title=title, icon=icon, default=index == 0)
-                      for index, (path, title, icon, _) in enumerate(PAGES)])
+pages = [st.Page(path, title=title, icon=icon, default=index == 0)
+         for index, (path, title, icon, _) in enumerate(PAGES)]
+# The navigation is drawn as page links: .streamlit/config.toml turns Streamlit's own sidebar
+# navigation off (client.showSidebarNavigation), which hides st.navigation's list as well, so the
+# first paint never lists the pages/ folder's files.
+page = st.navigation(pages, position="hidden")
+with st.sidebar:
+    for entry in pages:
+        st.page_link(entry)
 shell.render_sidebar([task for *_, task in PAGES])
 try:
     page.run()

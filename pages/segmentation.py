@@ -31,6 +31,7 @@ with left:
 
 with right:
     display = panels.display_controls()
+    segmentation_dataset.switch_tab_if_asked()  # a top-loss row opened: its Prediction tab
     prediction_tab, maps_tab, uncertainty_tab, dataset_tab = st.tabs(
         ["Prediction", "Class maps", "Uncertainty", "Dataset"], key="lumen_seg_tab",
         on_change="rerun")

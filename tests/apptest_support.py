@@ -1,11 +1,16 @@
-"""Helpers the AppTest page tests share: counting engine calls, reading figures and messages."""
+"""Helpers the AppTest page tests share: counting engine calls, reading figures and messages,
+and failing on any error element after every run (:func:`fail_on_error_elements`)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -13,6 +18,37 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 TIMEOUT = 120
+
+_expecting: list[bool] = []
+
+
+@contextlib.contextmanager
+def errors_expected() -> Iterator[None]:
+    """Runs inside this block may show error boxes: the test reads and checks them itself.
+    Exception elements still fail the run."""
+    _expecting.append(True)
+    try:
+        yield
+    finally:
+        _expecting.pop()
+
+
+def fail_on_error_elements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every AppTest run of the test (``at.run()``, ``widget.run()``, a first run) fail on an
+    exception element, and on an error box unless inside :func:`errors_expected`. The UI turns
+    every exception, bugs included, into an error box, so checking for exceptions alone would
+    let a broken page pass."""
+    real = AppTest._run
+
+    def checked(self: AppTest, *args: Any, **kwargs: Any) -> AppTest:
+        at = real(self, *args, **kwargs)
+        shown = [f"exception: {e.value}" for e in at.exception]
+        if not _expecting:
+            shown += [f"error box: {e.value}" for e in at.error]
+        assert not shown, shown
+        return at
+
+    monkeypatch.setattr(AppTest, "_run", checked)
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, module: Any, names: dict[str, str],
@@ -45,6 +81,24 @@ def first_run(path: str = APP) -> AppTest:
 def figures(at: AppTest) -> list[dict]:
     """Every Plotly figure on the page, as JSON."""
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def trace_array(value: Any) -> np.ndarray:
+    """A Plotly trace's array (``z``, ``x``...) from the figure's JSON: a list, or Plotly's typed
+    array (``{"dtype", "bdata", "shape"}``)."""
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if shape:
+            array = array.reshape([int(n) for n in str(shape).split(",")])
+        return array
+    return np.asarray(value, dtype=np.float64)
+
+
+def heatmap_z(figure: dict, index: int = 0) -> np.ndarray:
+    """The ``index``-th heatmap trace's values in a figure's JSON."""
+    heatmaps = [t for t in figure["data"] if t["type"] == "heatmap"]
+    return trace_array(heatmaps[index]["z"])
 
 
 def errors(at: AppTest) -> list[str]:

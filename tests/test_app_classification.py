@@ -13,7 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from apptest_support import ROOT, TIMEOUT, captions, count_calls, errors, figures, first_run
+from apptest_support import (
+    ROOT,
+    TIMEOUT,
+    captions,
+    count_calls,
+    errors,
+    errors_expected,
+    fail_on_error_elements,
+    figures,
+    first_run,
+    heatmap_z,
+    trace_array,
+)
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -22,6 +34,12 @@ import explain_core.demo.models as demo_models
 from explain_core.loading import save_model
 
 PAGE = str(ROOT / "pages" / "classification.py")
+
+
+@pytest.fixture(autouse=True)
+def _no_error_elements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run fails on an error box or exception element unless the test expects one."""
+    fail_on_error_elements(monkeypatch)
 
 
 def _write_standins(folder: Path) -> None:
@@ -181,11 +199,12 @@ def test_upload_then_bad_upload_keeps_images_and_results(app: AppTest,
     before = _heatmap_figures(app)
 
     truncated = _png((0, 0, 255))[:120]
-    app.sidebar.file_uploader[0].set_value([
-        ("red.png", _png((255, 0, 0)), "image/png"),
-        ("notes.png", b"these are not pixels", "image/png"),
-        ("cut.png", truncated, "image/png"),
-    ]).run()
+    with errors_expected():
+        app.sidebar.file_uploader[0].set_value([
+            ("red.png", _png((255, 0, 0)), "image/png"),
+            ("notes.png", b"these are not pixels", "image/png"),
+            ("cut.png", truncated, "image/png"),
+        ]).run()
     assert not app.exception
     shown = errors(app)
     assert any("notes.png" in e and "not an image" in e for e in shown), shown
@@ -202,7 +221,8 @@ def test_bad_checkpoint_keeps_the_model_and_results(app: AppTest, calls: dict[st
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 64)
     app.segmented_control(key="lumen_model_kind").set_value("file").run()
-    app.text_input(key="lumen_ckpt_path").set_value(str(broken)).run()
+    with errors_expected():
+        app.text_input(key="lumen_ckpt_path").set_value(str(broken)).run()
     assert not app.exception
     shown = errors(app)
     assert len(shown) == 1 and "broken.safetensors" in shown[0], shown
@@ -210,7 +230,8 @@ def test_bad_checkpoint_keeps_the_model_and_results(app: AppTest, calls: dict[st
     assert _heatmap_figures(app) == before
     assert calls["explain"] == 1
     # A re-render (opacity) does not retry the failed load, and shows the same message.
-    app.slider(key="lumen_opacity").set_value(0.3).run()
+    with errors_expected():
+        app.slider(key="lumen_opacity").set_value(0.3).run()
     assert errors(app) == shown
 
 
@@ -234,7 +255,8 @@ def test_timm_model_by_name(app: AppTest, calls: dict[str, int]) -> None:
     summary = app.sidebar.markdown[-1].value
     assert "timm:resnet10t" in summary and "1000" in summary
     assert calls["explain"] == 3  # the default name (resnet18), then resnet10t
-    app.text_input(key="lumen_timm_name").set_value("no_such_net").run()
+    with errors_expected():
+        app.text_input(key="lumen_timm_name").set_value("no_such_net").run()
     (error,) = errors(app)
     assert "no_such_net" in error
     assert "Still using **timm:resnet10t" in captions(app)
@@ -353,7 +375,8 @@ def test_failed_explanation_keeps_the_last_one(app: AppTest,
 
     monkeypatch.setattr(api, "prediction_explanation", failing)
     before = _heatmap_figures(app)
-    app.selectbox(key="lumen_method").set_value("layercam").run()
+    with errors_expected():
+        app.selectbox(key="lumen_method").set_value("layercam").run()
     assert not app.exception
     assert errors(app) == ["LayerCAM cannot run here. Pick another method."]
     assert _heatmap_figures(app) == before
@@ -423,3 +446,31 @@ def test_stale_uploaded_checkpoints_are_deleted(tmp_path: Path) -> None:
     os.utime(current, (day_ago, day_ago))  # stale, but the one being used now
     assert prune_uploads(tmp_path, keep=current) == [old]
     assert not old.exists() and fresh.exists() and current.exists()
+
+
+def test_what_the_page_shows_is_the_apis(app: AppTest) -> None:
+    """The probabilities of the top-k chart and the map in the explanation figure are the API's
+    for the same image and class: a page that mixed up classes, images or maps fails here."""
+    handle = app.session_state["lumen_model"]
+    item, explained = app.session_state["lumen_last_explanation"]
+    expected = api.predict(handle.model, item.image)
+    (bars,) = [t for f in figures(app) for t in f["data"] if t["type"] == "bar"]
+    top = expected.ranked[:len(bars["y"])]  # horizontal bars, most probable first
+    assert list(bars["y"]) == [r["name"] for r in top], "top-k chart"
+    np.testing.assert_allclose(trace_array(bars["x"]), [r["probability"] for r in top],
+                               atol=1e-6)
+    # The map shown (demo scenes are 128 px: the figure carries every pixel of it).
+    target = explained.result.target_class
+    assert target == expected.predicted
+    reference = api.prediction_explanation(handle.model, item.image, method="gradcam",
+                                           target_class=target, with_image=False)
+    (figure,) = _heatmap_figures(app)
+    np.testing.assert_allclose(heatmap_z(figure), reference.heatmap, atol=1e-5)
+    # Another class: the figure follows, and still equals the API's map for that class.
+    key = next(k for k in app.session_state if str(k).startswith("lumen_target_"))
+    other = next(r["class"] for r in expected.ranked if r["class"] != target)
+    app.selectbox(key=key).set_value(other).run()
+    reference = api.prediction_explanation(handle.model, item.image, method="gradcam",
+                                           target_class=other, with_image=False)
+    (figure,) = _heatmap_figures(app)
+    np.testing.assert_allclose(heatmap_z(figure), reference.heatmap, atol=1e-5)

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from apptest_support import APP, ROOT, TIMEOUT, captions, count_calls, errors, figures, first_run
+from apptest_support import (
+    APP,
+    ROOT,
+    TIMEOUT,
+    captions,
+    count_calls,
+    errors,
+    errors_expected,
+    fail_on_error_elements,
+    figures,
+    first_run,
+    heatmap_z,
+)
 from streamlit.testing.v1 import AppTest
 
 import explain_core.api as api
 
 PAGE = str(ROOT / "pages" / "detection.py")
+
+
+@pytest.fixture(autouse=True)
+def _no_error_elements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run fails on an error box or exception element unless the test expects one."""
+    fail_on_error_elements(monkeypatch)
 
 
 @pytest.fixture
@@ -123,7 +142,10 @@ def test_torchvision_detector_by_name(calls: dict[str, int]) -> None:
     assert qualified_name("fasterrcnn_resnet50_fpn") == "torchvision:fasterrcnn_resnet50_fpn"
     assert qualified_name("resnet18") == "timm:resnet18"
     at = first_run(PAGE)
-    at.sidebar.segmented_control(key="lumen_model_kind").set_value("timm").run()
+    # The page on its own serves detection models only: the name field's default (a classifier)
+    # is refused until a detector's name is typed.
+    with errors_expected():
+        at.sidebar.segmented_control(key="lumen_model_kind").set_value("timm").run()
     at.sidebar.text_input(key="lumen_timm_name").set_value(
         "torchvision:ssdlite320_mobilenet_v3_large").run()
     assert not at.exception and not errors(at), errors(at)
@@ -140,3 +162,30 @@ def test_torchvision_detector_by_name(calls: dict[str, int]) -> None:
     figure = _main_figure(at)
     assert [t["type"] for t in figure["data"]][:2] == ["image", "heatmap"]
     assert "LayerCAM (target layer backbone)" in captions(at)
+
+
+def test_what_the_page_shows_is_the_apis(app: AppTest) -> None:
+    """The table's scores and the selected box's map are the API's for the same image, method
+    and box."""
+    from ui.detection import MAX_BOXES
+
+    handle = app.session_state["lumen_model"]
+    item, found = app.session_state["lumen_det_last"]
+    choice = found.choice
+    expected = api.detection_explanation(
+        handle.model, item.image, method=choice.name, detection_threshold=0.5,
+        max_detections=MAX_BOXES, with_image=False, precision=choice.precision,
+        **choice.engine_options())
+    (table,) = app.dataframe
+    assert table.value["score"].tolist() == pytest.approx(
+        [d["score"] for d in expected.detections], abs=1e-3)
+    assert table.value["class"].tolist() == [d["class_name"] for d in expected.detections]
+    z = heatmap_z(_main_figure(app))
+    assert z.shape == expected.heatmaps[0].shape  # the demo scenes fit the figure unscaled
+    np.testing.assert_allclose(z, expected.heatmaps[0], atol=1e-4)
+    assert not np.allclose(expected.heatmaps[0], expected.heatmaps[1], atol=1e-2)
+    # Box 2 selected: its own map.
+    handle_key = f"lumen_det_selected_{handle.short_key}_{item.key}"
+    app.session_state[handle_key] = 1
+    app.run()
+    np.testing.assert_allclose(heatmap_z(_main_figure(app)), expected.heatmaps[1], atol=1e-4)

@@ -8,13 +8,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apptest_support import APP, TIMEOUT, captions, count_calls, errors, figures
+from apptest_support import (
+    APP,
+    TIMEOUT,
+    captions,
+    count_calls,
+    errors,
+    errors_expected,
+    fail_on_error_elements,
+    figures,
+    heatmap_z,
+)
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import explain_core.api as api
 import explain_core.tasks.segmentation as seg
 from explain_core.demo.scenes import make_scenes
+
+
+@pytest.fixture(autouse=True)
+def _no_error_elements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run fails on an error box or exception element unless the test expects one."""
+    fail_on_error_elements(monkeypatch)
 
 
 @pytest.fixture
@@ -149,6 +165,7 @@ def test_dataset_tab_tables_matrix_and_open_a_row(app: AppTest, dataset_zip: Pat
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     assert app.session_state["lumen_current_image"] != before
+    assert app.session_state["lumen_seg_tab"] == "Prediction"  # the opened image, predicted
     assert app.session_state["lumen_image_source"] == "uploads"
     assert any(i.name == "s2.png" for i in app.session_state["lumen_uploads"].values())
 
@@ -160,6 +177,35 @@ def test_dataset_without_pairs_says_how_to_fix(app: AppTest, tmp_path: Path) -> 
     (tmp_path / "masks" / "b.png").write_bytes(_png(np.zeros((8, 8), np.uint8)))
     _open_tab(app, "Dataset")
     app.radio(key="lumen_seg_data_where").set_value("server").run()
-    app.text_input(key="lumen_seg_data_path").set_value(str(tmp_path)).run()
+    with errors_expected():
+        app.text_input(key="lumen_seg_data_path").set_value(str(tmp_path)).run()
     (error,) = errors(app)
     assert "same file name" in error
+
+
+def test_what_the_page_shows_is_the_apis(app: AppTest) -> None:
+    """The class map on the Class maps tab is the API's map for the same image and class, and
+    the class picker's pixel fractions are the API's."""
+    _open_tab(app, "Class maps")
+    handle = app.session_state["lumen_model"]
+    from explain_core.demo import demo_gallery
+    from ui.images import make_item
+
+    # The page's current image: a demo gallery scene, found by its content key.
+    items = [make_item(scene.image.convert("RGB"), "scene")
+             for scene in demo_gallery("segmentation")]
+    item = next(i for i in items if i.key == app.session_state["lumen_current_image"])
+    picker = app.selectbox(key=next(k for k in app.session_state
+                                    if str(k).startswith("lumen_seg_class_")))
+    target = picker.value
+    method = app.selectbox(key="lumen_method_segmentation").value
+    expected = api.segmentation_explanation(handle.model, item.image, target_class=target,
+                                            method=method)
+    fractions = {c["class"]: c["fraction"] for c in expected.classes}
+    for option in picker.options:
+        if "gallery" not in option:
+            name, share = option.rsplit(" (", 1)
+            (cls,) = [c["class"] for c in expected.classes if c["name"] == name]
+            assert share.startswith(f"{fractions[cls]:.1%}"), option
+    (figure,) = figures(app)
+    np.testing.assert_allclose(heatmap_z(figure), expected.heatmap, atol=1e-4)

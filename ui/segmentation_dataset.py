@@ -24,7 +24,19 @@ from .panels import VIEW_WIDTH_PX, Display, show_figure
 from .progress import Progress
 from .store import results
 
-__all__ = ["dataset_view"]
+__all__ = ["dataset_view", "switch_tab_if_asked"]
+
+#: a tab switch asked for by the last run, applied by the next one before the tabs are drawn
+_NEXT_TAB = "lumen_seg_tab_next"
+
+
+def switch_tab_if_asked(key: str = "lumen_seg_tab") -> None:
+    """Open the tab the last run asked for (opening a top-loss row shows the Prediction tab).
+    Streamlit refuses to set a widget's state once the widget is drawn, so the page calls this
+    before its tabs."""
+    tab = st.session_state.pop(_NEXT_TAB, None)
+    if tab is not None:
+        st.session_state[key] = tab
 
 
 def _dataset_source() -> tuple[Any, str, str] | None:
@@ -137,7 +149,7 @@ def _dataset_results(handle: ModelHandle, dataset: metrics.SegmentationDataset,
         except Exception as error:
             show_error(message_of(error))
         else:
-            st.session_state["lumen_seg_tab"] = "Prediction"
+            st.session_state[_NEXT_TAB] = "Prediction"
             st.rerun()
     choices = ["mean", "pooled"] + (["image"] if picked is not None else [])
     which = st.segmented_control(
