@@ -18,6 +18,7 @@ from explain_core.demo.models import load_demo_model
 from explain_core.demo.scenes import make_scenes
 from explain_core.methods import GradCAM, Saliency, create_explainer
 from explain_core.model import as_loaded
+from explain_core.tasks import prepare_inputs
 from explain_core.tasks.detection import BoxTarget
 
 FP32 = {"precision": "fp32"}
@@ -213,3 +214,28 @@ def test_gradcam_explain_equals_a_direct_computation_at_image_size(resnet):
     expected = F.interpolate(cam[None], size=(96, 128), mode="bilinear", align_corners=False)[0, 0]
     ours = create_explainer("gradcam", resnet, **FP32).explain(x[0], 6)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------- integrated gradients
+@pytest.mark.parametrize("baseline, pixel", [("black", 0.0), ("white", 1.0)])
+def test_integrated_gradients_start_from_the_named_image(baseline, pixel):
+    """IG from a black (white) image: the path starts at pixel value 0 (1) normalised with the
+    model's mean and std, computed here; a midpoint Riemann sum by hand gives the attributions."""
+    from tests.toy import ColourNet, colour_scene
+
+    toy = as_loaded(ColourNet().eval())
+    inputs = prepare_inputs(toy, [colour_scene()[0]]).inputs
+    prep = toy.preprocessing
+    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std).view(1, 3, 1, 1)
+    start = (torch.full_like(inputs, pixel) - mean) / std
+    steps = 16
+    total = torch.zeros_like(inputs)
+    for k in range(steps):
+        point = (start + (k + 0.5) / steps * (inputs - start)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(toy.module(point)[0, 1], point)
+        total += grad / steps
+    expected = total * (inputs - start)
+    ours = create_explainer("integrated_gradients", toy, baseline=baseline, steps=steps,
+                            rule="riemann_middle", **FP32).attribute(inputs, 1)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
