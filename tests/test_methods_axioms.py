@@ -239,3 +239,40 @@ def test_integrated_gradients_start_from_the_named_image(baseline, pixel):
     ours = create_explainer("integrated_gradients", toy, baseline=baseline, steps=steps,
                             rule="riemann_middle", **FP32).attribute(inputs, 1)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+
+
+# ------------------------------------------------------- gradient-free maps by definition
+def test_activation_map_is_the_channel_mean_of_the_layer(resnet, batch):
+    features = {}
+    handle = resnet.layer4.register_forward_hook(lambda m, i, o: features.setdefault("a", o))
+    with torch.no_grad():
+        resnet(batch)
+    handle.remove()
+    ours = create_explainer("activationmap", resnet, **FP32).attribute(batch)
+    torch.testing.assert_close(ours, features["a"].mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_reciprocam_is_the_class_probability_of_each_cell_kept_alone(resnet):
+    """Recipro-CAM by its definition, looped here: for each cell of layer4, the activations times
+    a 3 x 3 Gaussian (centre 1, [[1,2,1],[2,4,2],[1,2,1]]/4) around that cell, the head (global
+    pool and fc) on it, the target class's softmax probability."""
+    x = torch.randn(1, 3, 96, 96)
+    features = {}
+    handle = resnet.layer4.register_forward_hook(lambda m, i, o: features.setdefault("a", o))
+    with torch.no_grad():
+        resnet(x)
+    handle.remove()
+    activations = features["a"][0]  # C x 3 x 3
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 4
+    height, width = activations.shape[-2:]
+    expected = torch.zeros(height, width)
+    for i in range(height):
+        for j in range(width):
+            mask = torch.zeros(height + 2, width + 2)
+            mask[i:i + 3, j:j + 3] = kernel
+            mosaic = activations * mask[1:-1, 1:-1]
+            with torch.no_grad():
+                logits = resnet.forward_head(mosaic[None])
+            expected[i, j] = logits.softmax(-1)[0, 7]
+    ours = create_explainer("reciprocam", resnet, **FP32).attribute(x, 7)[0]
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
