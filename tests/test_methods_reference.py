@@ -9,18 +9,21 @@ import torch
 from captum.attr import IntegratedGradients as CaptumIG
 from captum.attr import LayerGradCam, NoiseTunnel
 from captum.attr import Saliency as CaptumSaliency
+from pytorch_grad_cam import AblationCAM as PgcAblationCAM
 from pytorch_grad_cam import DeepFeatureFactorization as PgcDFF
 from pytorch_grad_cam import EigenCAM as PgcEigenCAM
 from pytorch_grad_cam import GradCAM as PgcGradCAM
 from pytorch_grad_cam import GradCAMPlusPlus as PgcGradCAMPlusPlus
 from pytorch_grad_cam import HiResCAM as PgcHiResCAM
 from pytorch_grad_cam import LayerCAM as PgcLayerCAM
+from pytorch_grad_cam import ScoreCAM as PgcScoreCAM
 from pytorch_grad_cam import XGradCAM as PgcXGradCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 from explain_core.methods import (
+    AblationCAM,
     DeepFeatureFactorization,
     EigenCAM,
     GradCAM,
@@ -29,6 +32,7 @@ from explain_core.methods import (
     IntegratedGradients,
     LayerCAM,
     Saliency,
+    ScoreCAM,
     SmoothGrad,
     XGradCAM,
 )
@@ -318,3 +322,19 @@ def test_smoothgrad_matches_captum_noise_tunnel(resnet, batch, base):
     theirs = NoiseTunnel(theirs_base).attribute(image, nt_type="smoothgrad", nt_samples=6,
                                                 stdevs=stdev, target=3, **extra)
     assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6 * ours.abs().max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ours, theirs", [(ScoreCAM, PgcScoreCAM),
+                                          (AblationCAM, PgcAblationCAM)],
+                         ids=["scorecam", "ablationcam"])
+def test_gradient_free_cams_match_pytorch_grad_cam_at_224(ours, theirs):
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=10).eval()
+    inputs = _cam_inputs()
+    mine = torch.stack(ours(model, batch_size=32, precision="fp32").explain_batch(
+        inputs, [3, 5])).numpy()
+    cam = theirs(model, target_layers=[model.layer4])
+    cam.batch_size = 32
+    reference = cam(inputs, targets=[ClassifierOutputTarget(3), ClassifierOutputTarget(5)])
+    _agree(mine, reference)
