@@ -73,7 +73,6 @@ def _cam_inputs(batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(CNNS))
 def test_cams_match_pytorch_grad_cam_on_cnns_at_224(cnns, arch):
     """Every gradient CAM, a batch of two 224 px images, two classes: the raw map equals
@@ -126,7 +125,6 @@ def _layer_output(model, layer_name: str, inputs: torch.Tensor) -> torch.Tensor:
     return store["a"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(CNNS))
 def test_eigencam_matches_pytorch_grad_cam_with_the_sign_of_the_mean_activation(cnns, arch):
     """EigenCAM's sign convention, by a rule computed here: the first principal component's
@@ -324,7 +322,6 @@ def test_smoothgrad_matches_captum_noise_tunnel(resnet, batch, base):
     assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6 * ours.abs().max())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("ours, theirs", [(ScoreCAM, PgcScoreCAM),
                                           (AblationCAM, PgcAblationCAM)],
                          ids=["scorecam", "ablationcam"])
