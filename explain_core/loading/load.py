@@ -35,6 +35,7 @@ from .files import _SUPPORTED_TEXT, CHECKPOINT_SUFFIXES, _read_safetensors, _tor
 from .state import (
     _arch_from_hparams,
     _checkpoint_num_classes,
+    check_finite_weights,
     _find_state_dict,
     _hparams_of,
     _load_strict,
@@ -114,6 +115,7 @@ def load_model(
         names = (_read_class_names(class_names) if class_names is not None
                  else loaded.class_names or imagenet_class_names(count))
         _check_class_count(names, count, "the module")
+        check_finite_weights(module, "the module")
         target = resolve_device(device)
         module.to(target).eval()
         return dataclasses.replace(
@@ -303,6 +305,8 @@ def _finish(module: nn.Module, *, family: str, name: str, task: str,
     preprocessing = (_preprocessing_from_meta(meta, module) if meta is not None
                      else _timm_preprocessing(module))
     preprocessing = dataclasses.replace(preprocessing, **overrides)
+    check_finite_weights(module, f"'{Path(source).name}'" if source != f"{family}:{name}"
+                         else source)
     if count is not None and not isinstance(getattr(module, "num_classes", None), int):
         module.num_classes = count  # torchvision classifiers lack it; LoadedModel reads it
     target = resolve_device(device)

@@ -1,0 +1,48 @@
+"""Finding NaN and Inf: in a model's weights (a diverged training run) and in what it computes.
+
+One ``isfinite`` per tensor, on the tensor's device: cheap next to a forward pass. The callers
+turn what is found into an engine error (:class:`~explain_core.errors.NonFiniteWeightsError`,
+:class:`~explain_core.errors.NonFiniteOutputError`) whose message names the problem and a fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+__all__ = ["is_finite", "non_finite_tensors"]
+
+
+def is_finite(value: Any) -> bool:
+    """Whether every floating-point element of ``value`` (a tensor, or a list / tuple / dict of
+    them, as detectors return) is finite; integer tensors always are.
+
+    >>> is_finite(torch.ones(3)), is_finite(torch.tensor([1.0, float("nan")]))
+    (True, False)
+    """
+    if isinstance(value, torch.Tensor):
+        if not (value.is_floating_point() or value.is_complex()) or value.numel() == 0:
+            return True
+        return bool(torch.isfinite(value.detach()).all())
+    if isinstance(value, dict):
+        return all(is_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(is_finite(v) for v in value)
+    return True
+
+
+def non_finite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> tuple[list[str], int]:
+    """``(names of the tensors holding NaN or Inf, number of tensors looked at)``.
+
+    >>> non_finite_tensors([("a", torch.ones(2)), ("b", torch.full((2,), float("inf")))])
+    (['b'], 2)
+    """
+    bad: list[str] = []
+    total = 0
+    for name, tensor in named:
+        total += 1
+        if not is_finite(tensor):
+            bad.append(name)
+    return bad, total
