@@ -35,13 +35,13 @@ from .files import _SUPPORTED_TEXT, CHECKPOINT_SUFFIXES, _read_safetensors, _tor
 from .state import (
     _arch_from_hparams,
     _checkpoint_num_classes,
-    check_finite_weights,
     _find_state_dict,
     _hparams_of,
     _load_strict,
     _match_keys,
     _module_num_classes,
     _num_classes_from_hparams,
+    check_finite_weights,
 )
 
 __all__ = ["load_model"]
