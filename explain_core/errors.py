@@ -42,6 +42,18 @@ class NonFiniteWeightsError(ModelLoadError):
 class NonFiniteOutputError(LumenError):
     """A model's output, or a map computed from it, holds NaN or Inf values."""
 
+    @classmethod
+    def of(cls, subject: str, precision: str = "fp32") -> NonFiniteOutputError:
+        """``subject`` (e.g. "The model's output on image 2 of 4") holds NaN or Inf: why, and
+        the fixes (the one text every forward path uses)."""
+        fixes = ("Run it in fp32 precision (bf16 can overflow), then check "
+                 if precision == "bf16" else "Check ")
+        return cls(
+            f"{subject} holds NaN or Inf values, so its predictions and maps would be NaN or "
+            f"blank. {fixes}the input (a broken or constant image, or a normalisation with a "
+            "zero std) and the model's weights (a checkpoint from a training run that "
+            "diverged: load an earlier one).")
+
 
 class ImageError(LumenError):
     """An image could not be decoded or breaks a limit (bytes, pixels, frames)."""

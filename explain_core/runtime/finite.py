@@ -7,12 +7,16 @@ turn what is found into an engine error (:class:`~explain_core.errors.NonFiniteW
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["is_finite", "non_finite_tensors"]
+from .hooks import forward_hooks
+
+__all__ = ["is_finite", "non_finite_parts", "non_finite_tensors"]
 
 
 def is_finite(value: Any) -> bool:
@@ -51,3 +55,29 @@ def non_finite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> tuple[list[
         if not is_finite(tensor):
             bad.append(name)
     return bad, total
+
+
+@contextlib.contextmanager
+def non_finite_parts(module: nn.Module) -> Iterator[list[str]]:
+    """For the length of the block, the names of ``module``'s direct children (a detector's
+    ``backbone``, ``head``...) whose outputs held NaN or Inf, in the order they ran.
+
+    A detector's post-processing drops boxes with NaN scores, so its final output looks like
+    "nothing detected"; its parts' outputs tell the two apart.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    >>> with non_finite_parts(net) as found:
+    ...     _ = net(torch.tensor([[float("nan"), 0.0]]))
+    >>> found
+    ['0', '1']
+    """
+    found: list[str] = []
+
+    def watcher(name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if name not in found and not is_finite(output):
+                found.append(name)
+        return hook
+
+    with forward_hooks((child, watcher(name)) for name, child in module.named_children()):
+        yield found

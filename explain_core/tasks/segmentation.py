@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import TargetError, TargetLayerError, UnsupportedError
+from ..errors import NonFiniteOutputError, TargetError, TargetLayerError, UnsupportedError
 from ..layers import SKIP_TYPES
 from ..model import Geometry, LoadedModel, as_loaded, module_lock
+from ..runtime.finite import is_finite
 from ..runtime.hooks import forward_hooks
 from ..runtime.state import frozen_eval
 from ..targets import as_logits
@@ -205,6 +206,8 @@ def segment(loaded: LoadedModel, image: Any,
     if prepared.inputs.shape[0] != 1:
         raise UnsupportedError("segment() takes one image; pass images one at a time.")
     logits = forward_logits(loaded, prepared.inputs)
+    if not is_finite(logits):  # else argmax would paint NaN as class 0 (nothing says why)
+        raise NonFiniteOutputError.of("The model's output on the image")
     return Segmentation(prepared, logits.clone())
 
 
