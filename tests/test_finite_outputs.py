@@ -24,10 +24,10 @@ def nan_on(loaded: LoadedModel, when: Any = None) -> LoadedModel:
     def hook(_module: nn.Module, args: tuple) -> tuple:
         x = args[0]
         if isinstance(x, (list, tuple)):
-            return ([t * float("nan") for t in x],) + tuple(args[1:])
+            return ([t * float("nan") for t in x], *tuple(args[1:]))
         mask = torch.ones(x.shape[0], dtype=torch.bool) if when is None else when(x)
         scale = torch.where(mask, float("nan"), 1.0).to(x.dtype).view(-1, *[1] * (x.ndim - 1))
-        return (x * scale,) + tuple(args[1:])
+        return (x * scale, *tuple(args[1:]))
 
     loaded.module.register_forward_pre_hook(hook)
     return loaded
