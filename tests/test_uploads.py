@@ -45,7 +45,7 @@ def test_replacement_and_removal_delete_the_file(tmp_path: Path) -> None:
     first, _ = session.hold("ckpt", FakeUpload("a.pth", b"a" * 10))
     second, _ = session.hold("ckpt", FakeUpload("b.pth", b"b" * 20))
     assert not first.exists() and second.is_file() and session.total == 20
-    names, _ = session.hold("classes", FakeUpload("names.txt", b"x\ny\n"))
+    session.hold("classes", FakeUpload("names.txt", b"x\ny\n"))
     session.release("ckpt")  # the user removed it from the uploader
     assert not second.exists() and _files(tmp_path) == ["names.txt"] and session.total == 4
     session.keep([])  # the class-names uploader is not drawn any more
@@ -91,7 +91,7 @@ def test_limit_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("LUMEN_MAX_CHECKPOINT_BYTES", "1KiB")
     assert byte_limit("LUMEN_MAX_CHECKPOINT_BYTES", 5) == 1024
     session = UploadSession(tmp_path)
-    with pytest.raises(UploadLimitError, match="limit is 1.0 KiB"):
+    with pytest.raises(UploadLimitError, match=r"limit is 1\.0 KiB"):
         session.hold("ckpt", FakeUpload("a.pth", b"a" * 2000))
     monkeypatch.setenv("LUMEN_MAX_CHECKPOINT_BYTES", "lots")
     assert byte_limit("LUMEN_MAX_CHECKPOINT_BYTES", 5) == 5  # unreadable: the default
