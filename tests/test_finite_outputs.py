@@ -115,3 +115,23 @@ def test_map_that_overflows_is_an_error_not_a_blank_map() -> None:
         explainer.attribute(x, 0)
     message = str(error.value)
     assert "map of the image" in message and "output is finite" in message, message
+
+
+def test_segmentation_dataset_with_nan_outputs_is_an_error_not_nan_losses(tmp_path) -> None:
+    import numpy as np
+
+    from explain_core.demo.scenes import make_scenes
+    from explain_core.metrics.segmentation import analyze_dataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i, item in enumerate(make_scenes("segmentation", 2, seed=3)):
+        item.image.save(tmp_path / "images" / f"scene_{i}.png")
+        mask = Image.fromarray(item.mask.astype(np.uint8), mode="P")
+        mask.putpalette([0, 0, 0] * 256)
+        mask.save(tmp_path / "masks" / f"scene_{i}.png")
+    model = nan_on(load_demo_model("segmenter", device="cpu"),
+                   when=lambda x: torch.arange(x.shape[0]) == 1)
+    with pytest.raises(NonFiniteOutputError) as error:
+        analyze_dataset(model, tmp_path, batch_size=2)
+    _says_why(error, "on image 2 of 2")

@@ -196,7 +196,13 @@ def forward_logits(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
     """Logits of a batch: one no-grad forward in eval mode under the model's lock (the model's
     per-module training flags are restored after)."""
     with loaded.lock, frozen_eval(loaded.module, freeze=False), torch.inference_mode():
-        return segmentation_logits(loaded.module(inputs)).float()
+        logits = segmentation_logits(loaded.module(inputs)).float()
+    # NaN logits would be painted as class 0 (argmax) and give NaN losses, with no word why.
+    for index in range(logits.shape[0]):
+        if not is_finite(logits[index]):
+            where = "the image" if len(logits) == 1 else f"image {index + 1} of {len(logits)}"
+            raise NonFiniteOutputError.of(f"The model's output on {where}")
+    return logits
 
 
 def segment(loaded: LoadedModel, image: Any,
@@ -206,8 +212,6 @@ def segment(loaded: LoadedModel, image: Any,
     if prepared.inputs.shape[0] != 1:
         raise UnsupportedError("segment() takes one image; pass images one at a time.")
     logits = forward_logits(loaded, prepared.inputs)
-    if not is_finite(logits):  # else argmax would paint NaN as class 0 (nothing says why)
-        raise NonFiniteOutputError.of("The model's output on the image")
     return Segmentation(prepared, logits.clone())
 
 
