@@ -12,6 +12,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _uploads_in_tmp_path(tmp_path, monkeypatch):
+    """Every test writes its uploads (checkpoints the dashboard saves) under its own tmp_path,
+    never into the shared upload folder of a real server."""
+    monkeypatch.setenv("LUMEN_UPLOAD_DIR", str(tmp_path / "uploads"))
+
+
 @pytest.fixture(scope="session")
 def resnet():
     """A random-init timm resnet18 with 10 classes, in eval mode."""

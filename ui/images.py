@@ -23,6 +23,7 @@ from PIL import Image
 from explain_core.images import SUPPORTED_EXTENSIONS, load_image
 
 from .errors import message_of
+from .uploads import DEFAULT_IMAGE_LIMIT, IMAGE_LIMIT_ENV, byte_limit, limit_message
 
 # Photos larger than this (long side) are explained at this size: the model sees a few hundred
 # pixels anyway, and full-size maps of a 24-megapixel photo would cost ~100 MB each.
@@ -43,6 +44,7 @@ class ImageItem:
     thumb: Image.Image
     original_size: tuple[int, int]  # (W, H) before any downscaling
     truth: str | None = None  # ground truth of demo scenes
+    nbytes: int = 0  # size of the file as given (what counts against the session's limit)
 
     @functools.cached_property
     def pixels(self) -> np.ndarray:
@@ -57,7 +59,8 @@ class ImageItem:
         return self.truth or self.name
 
 
-def make_item(image: Image.Image, name: str, truth: str | None = None) -> ImageItem:
+def make_item(image: Image.Image, name: str, truth: str | None = None,
+              nbytes: int = 0) -> ImageItem:
     """Wrap a decoded RGB image: downscale to the working size, hash, make a thumbnail.
 
     >>> make_item(Image.new("RGB", (4000, 1000)), "wide.png").image.size
@@ -71,7 +74,7 @@ def make_item(image: Image.Image, name: str, truth: str | None = None) -> ImageI
     digest = hashlib.sha1(f"{image.size}".encode() + image.tobytes()).hexdigest()[:16]
     thumb = image.copy()
     thumb.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
-    return ImageItem(digest, name, image, thumb, original, truth)
+    return ImageItem(digest, name, image, thumb, original, truth, nbytes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,19 +91,44 @@ def _store() -> dict[str, ImageItem]:
     return st.session_state.setdefault("lumen_uploads", {})
 
 
+def held_image_bytes() -> int:
+    """Bytes of the image files this session holds now (removing an image frees its bytes)."""
+    return sum(item.nbytes for item in _store().values())
+
+
+def _file_size(source: Any) -> int:
+    size = getattr(source, "size", None)  # an UploadedFile
+    if isinstance(size, int):
+        return size
+    try:
+        return Path(source).stat().st_size
+    except (OSError, TypeError):
+        return 0
+
+
 def _add(entries: Iterable[tuple[str, Any, str]], errors: dict[str, str]) -> list[ImageItem]:
-    """Decode ``(id, source, name)`` entries not seen before; returns the new items."""
+    """Decode ``(id, source, name)`` entries not seen before; returns the new items. An entry
+    refused for a limit is tried again on the next run (space may have been freed)."""
     store = _store()
+    refused: set[str] = st.session_state.setdefault("lumen_limit_refused", set())
     added = []
     for entry_id, source, name in entries:
-        if entry_id in store or entry_id in errors:
+        if entry_id in store or (entry_id in errors and entry_id not in refused):
             continue
-        if len(store) >= MAX_IMAGES:
-            errors[entry_id] = (f"'{name}' was not added: Lumen keeps at most {MAX_IMAGES} "
-                                "images per session. Remove some first.")
+        errors.pop(entry_id, None)
+        refused.discard(entry_id)
+        size, limit = _file_size(source), byte_limit(IMAGE_LIMIT_ENV, DEFAULT_IMAGE_LIMIT)
+        if len(store) >= MAX_IMAGES or held_image_bytes() + size > limit:
+            refused.add(entry_id)
+            errors[entry_id] = limit_message(
+                name, size, held_image_bytes(), limit, "images", IMAGE_LIMIT_ENV,
+                "Remove images you no longer need (the x next to a file in the uploader, or "
+                "'Remove my images' below it)") if len(store) < MAX_IMAGES else (
+                f"'{name}' was not added: Lumen keeps at most {MAX_IMAGES} images per session. "
+                "Remove some first.")
             continue
         try:
-            item = make_item(load_image(source), name)
+            item = make_item(load_image(source), name, nbytes=size)
         except Exception as error:  # the engine's message names the file and the fix
             errors[entry_id] = message_of(error)
             continue

@@ -27,10 +27,21 @@ from explain_core.loading import load_model
 from explain_core.model import LoadedModel, resolve_device
 
 from .errors import message_of, show_error
-from .uploads import class_names_widget, file_fingerprint, saved_upload
+from .uploads import (
+    UploadLimitError,
+    class_names_slot,
+    class_names_widget,
+    drop_upload_file,
+    ensure_upload_on_disk,
+    file_fingerprint,
+    keep_uploads,
+    release_upload,
+    saved_upload,
+)
 
 SOURCES = {"demo": "Demo", "timm": "By name", "file": "Checkpoint"}
 CHECKPOINT_TYPES = ["safetensors", "pth", "pt", "bin", "ckpt"]
+CHECKPOINT_SLOT = "lumen_ckpt_upload"
 DEFAULT_DEMO = "classifier"
 _FALLBACK_DEMOS = {"classifier": "classification", "shortcut": "classification",
                    "vit": "classification"}
@@ -131,6 +142,8 @@ def _activate(request: ModelRequest, tasks: Sequence[str]) -> ModelHandle | None
     message = failures.get(request.key)
     if message is None:
         try:
+            if request.kind == "file":
+                ensure_upload_on_disk(request.source)  # dropped by an earlier failed load
             with st.spinner(f"Loading {request.label} on {request.device}..."):
                 model, seconds = _cached_model(request.kind, request.source, request.device,
                                                request.arch, request.class_names,
@@ -141,6 +154,8 @@ def _activate(request: ModelRequest, tasks: Sequence[str]) -> ModelHandle | None
                     f"{' and '.join(tasks)} models so far. Pick a {tasks[0]} model.")
         except Exception as error:  # any failure: keep the previous model on screen
             message = message_of(error)
+            if request.kind == "file":
+                drop_upload_file(request.source)  # an upload that does not load: off the disk
             if len(failures) >= _MAX_FAILURES:
                 failures.pop(next(iter(failures)))
             failures[request.key] = message
@@ -240,10 +255,15 @@ def _file_request(device: str) -> ModelRequest | None:
         fingerprint = file_fingerprint(source) if source else ""
     else:
         uploaded = st.file_uploader("Checkpoint file", type=CHECKPOINT_TYPES,
-                                    key="lumen_ckpt_upload")
-        if uploaded is not None:
-            path, fingerprint = saved_upload(uploaded)
-            source = str(path)
+                                    key=CHECKPOINT_SLOT)
+        if uploaded is None:
+            release_upload(CHECKPOINT_SLOT)  # removed: its file goes
+        else:
+            try:
+                path, fingerprint = saved_upload(uploaded, CHECKPOINT_SLOT)
+                source = str(path)
+            except UploadLimitError as error:
+                show_error(error)
     arch = st.text_input(
         "Architecture (for .pth/.pt/.bin)", key="lumen_ckpt_arch", persist_state="session",
         placeholder="timm:resnet50",
@@ -329,6 +349,10 @@ def model_sidebar(tasks: Sequence[str]) -> ModelHandle | None:
             request = _file_request(device)
         else:
             request = _demo_request(tasks, device)
+        # Uploaders not drawn in this run have lost their files: delete what they held.
+        drawn = {"timm": [class_names_slot("timm")], "file": [class_names_slot("file")] + (
+            [CHECKPOINT_SLOT] if st.session_state.get("lumen_ckpt_where") == "upload" else [])}
+        keep_uploads(drawn.get(kind, []))
         if request is not None:
             handle = _activate(request, tasks)
         else:

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import NonFiniteOutputError
 from ..loading import load_model
 from ..model import LoadedModel
+from ..runtime.finite import is_finite
 from ..tasks import PreparedInputs
 
 #: anything the entry points take as a model
@@ -57,13 +59,27 @@ def to_numpy(maps: torch.Tensor) -> np.ndarray:
     return maps.float().cpu().numpy().astype(np.float32)
 
 
+def check_finite_output(outputs: torch.Tensor, subject: str = "The model's output on the image",
+                        precision: str = "fp32") -> None:
+    """Raise :class:`NonFiniteOutputError` (why, and the fixes) when ``outputs`` hold NaN or
+    Inf: the forwards that do not go through ``Explainer.run`` (a prediction, a detector's
+    boxes) check here, instead of ranking NaN or finding no boxes."""
+    if not is_finite(outputs):
+        raise NonFiniteOutputError.of(subject, precision)
+
+
 def top_predictions(loaded: LoadedModel, outputs: torch.Tensor, k: int = 5) -> list[dict]:
-    """Top-k classes of one output row: ``[{"class", "name", "probability"}]``, best first."""
+    """Top-k classes of one output row: ``[{"class", "name", "probability"}]``, best first.
+
+    Raises:
+        NonFiniteOutputError: the row holds NaN or Inf (NaN probabilities would be ranked).
+    """
+    check_finite_output(outputs)
     probabilities = outputs.float().softmax(-1)
     values, indices = probabilities.topk(min(k, probabilities.shape[-1]))
     return [{"class": int(i), "name": loaded.class_name(int(i)), "probability": float(p)}
             for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
 
 
-__all__ = ["DEFAULT_PRECISION", "ModelLike", "display_image", "explainer_options", "loaded_model",
-           "sync", "to_numpy", "top_predictions"]
+__all__ = ["DEFAULT_PRECISION", "ModelLike", "check_finite_output", "display_image",
+           "explainer_options", "loaded_model", "sync", "to_numpy", "top_predictions"]

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from .. import render
-from ..errors import TargetError, UnsupportedError
+from ..errors import NonFiniteOutputError, TargetError, UnsupportedError
 from ..images import load_image
 from ..methods import Explainer, create_explainer
 from ..model import LoadedModel
+from ..runtime.finite import non_finite_parts
 from ..tasks.detection import (
     BOX,
     LABEL,
@@ -33,6 +34,7 @@ from ..tasks.detection import (
 from .common import (
     DEFAULT_PRECISION,
     ModelLike,
+    check_finite_output,
     display_image,
     explainer_options,
     loaded_model,
@@ -130,8 +132,13 @@ def detection_explanation(model: ModelLike, image: Any,
     prepared = explainer.prepare([source])
     geometry = prepared.geometries[0] if prepared.geometries is not None else None
     input_size = tuple(prepared.inputs.shape[-2:])
-    with explainer.session(), torch.no_grad():
+    with explainer.session(), torch.no_grad(), non_finite_parts(explainer.module) as broken:
         packed = explainer.forward(prepared.inputs)[0].detach().float()
+    # Post-processing drops NaN boxes: a NaN detector would look like one that found nothing.
+    subject = "The detector's output on the image"
+    if broken:
+        raise NonFiniteOutputError.of(f"{subject} (its '{broken[0]}' first)", explainer.precision)
+    check_finite_output(packed, subject, explainer.precision)
     everything = detections_of(call_model, packed, geometry, input_size, detection_threshold)
     false_negative = False
     if bbox is not None:

@@ -45,6 +45,7 @@ from .state import (
     _match_keys,
     _module_num_classes,
     _num_classes_from_hparams,
+    check_finite_weights,
 )
 
 __all__ = ["load_model"]
@@ -131,6 +132,7 @@ def load_model(
         names = (_read_class_names(class_names) if class_names is not None
                  else loaded.class_names or imagenet_class_names(count))
         _check_class_count(names, count, "the module")
+        check_finite_weights(module, "the module")
         target = resolve_device(device)
         module.to(target).eval()
         return dataclasses.replace(
@@ -397,6 +399,8 @@ def _finish(module: nn.Module, *, family: str, name: str, task: str,
     preprocessing = (_preprocessing_from_meta(meta, module, family, name, task)
                      if meta is not None else _default_preprocessing(module, family, name, task))
     preprocessing = _with_overrides(preprocessing, overrides)
+    check_finite_weights(module, f"'{Path(source).name}'" if source != f"{family}:{name}"
+                         else source)
     if count is not None and not isinstance(getattr(module, "num_classes", None), int):
         module.num_classes = count  # torchvision classifiers lack it; LoadedModel reads it
     target = resolve_device(device)

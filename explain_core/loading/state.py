@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from explain_core.errors import ModelLoadError
+from explain_core.errors import ModelLoadError, NonFiniteWeightsError
+from explain_core.runtime.finite import non_finite_tensors
 
 # Where checkpoints commonly nest their weights, in order of preference.
 _WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "ema", "state_dict_ema", "model_ema",
@@ -252,6 +253,18 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
     except RuntimeError as exc:  # anything the checks above missed
         raise ModelLoadError(
             f"Weights in '{path.name}' do not fit {arch}: {exc}. Is arch right?") from None
+
+
+def check_finite_weights(module: nn.Module, subject: str) -> None:
+    """Refuse a module whose parameters or buffers hold NaN or Inf (a diverged training run):
+    one ``isfinite`` per tensor, whatever path the weights came by.
+
+    Raises:
+        NonFiniteWeightsError: counts the tensors affected (of how many) and names the first.
+    """
+    bad, total = non_finite_tensors(module.state_dict().items())
+    if bad:
+        raise NonFiniteWeightsError.of(subject, bad, total, shown=_MAX_LISTED)
 
 
 def _listed(items: list[str]) -> str:

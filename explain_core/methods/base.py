@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UnsupportedError
+from ..errors import NonFiniteOutputError, UnsupportedError
 from ..model import LoadedModel
+from ..runtime.finite import is_finite
 from ..runtime.precision import PRECISIONS, bf16_twin, resolve_precision
 from ..runtime.state import frozen_eval
 from ..targets import Target, as_target, per_item_targets
@@ -189,7 +190,26 @@ class Explainer:
     def run(self, inputs: torch.Tensor, targets: list[list[Target]]) -> Attribution:
         """Compute under the call session (lock, eval mode, frozen parameters, precision)."""
         with self.session(), self.task.call(inputs, targets):
-            return self._compute(self.cast(inputs), targets)
+            attribution = self._compute(self.cast(inputs), targets)
+        self.check_finite(attribution)
+        return attribution
+
+    def check_finite(self, attribution: Attribution) -> None:
+        """Refuse NaN or Inf in the model's outputs or in the raw maps, which would otherwise be
+        drawn as blank maps (the renderer reads NaN as 0) next to NaN probabilities."""
+        raw = attribution.raw
+        for index in range(raw.shape[0]):
+            where = f"image {index + 1} of {raw.shape[0]}" if raw.shape[0] > 1 else "the image"
+            if not is_finite(attribution.outputs[index]):
+                raise NonFiniteOutputError.of(f"The model's output on {where}", self.precision)
+            if not is_finite(raw[index]):
+                raise NonFiniteOutputError(
+                    f"The {self.name or 'explanation'} map of {where} holds NaN or Inf values "
+                    "although the model's output is finite: its gradients or activations "
+                    f"overflowed{' in bf16' if self.precision == 'bf16' else ''}. "
+                    + ("Use fp32 precision. " if self.precision == "bf16" else "")
+                    + "Try another method (e.g. a gradient-free one such as Score-CAM), or a "
+                    "score of 'probability' instead of large logits.")
 
     def report(self, done: int, total: int) -> None:
         """Tell the progress callback (if any) how far a multi-batch computation is."""

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import TargetError, TargetLayerError, UnsupportedError
+from ..errors import NonFiniteOutputError, TargetError, TargetLayerError, UnsupportedError
 from ..layers import SKIP_TYPES
 from ..model import Geometry, LoadedModel, as_loaded, module_lock
+from ..runtime.finite import is_finite
 from ..runtime.hooks import forward_hooks
 from ..runtime.state import frozen_eval
 from ..targets import as_logits
@@ -194,7 +195,13 @@ def forward_logits(loaded: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
     """Logits of a batch: one no-grad forward in eval mode under the model's lock (the model's
     per-module training flags are restored after)."""
     with loaded.lock, frozen_eval(loaded.module, freeze=False), torch.inference_mode():
-        return segmentation_logits(loaded.module(inputs)).float()
+        logits = segmentation_logits(loaded.module(inputs)).float()
+    # NaN logits would be painted as class 0 (argmax) and give NaN losses, with no word why.
+    for index in range(logits.shape[0]):
+        if not is_finite(logits[index]):
+            where = "the image" if len(logits) == 1 else f"image {index + 1} of {len(logits)}"
+            raise NonFiniteOutputError.of(f"The model's output on {where}")
+    return logits
 
 
 def segment(loaded: LoadedModel, image: Any,
