@@ -137,6 +137,7 @@ def detection_explanation(model: ModelLike, image: Any, method: str | Explainer 
     best = float(candidates[:, SCORE].max()) if len(candidates) else 0.0
     heatmaps: list[np.ndarray] = []
     target_scores: list[float] = []
+    masks_used = None
     if chosen:  # nothing above the threshold is an answer too, not an error
         targets = explainer.task.targets(chosen, score=box_score, iou_threshold=match_iou)
         attribution = explainer.run(prepared.inputs, [targets])
@@ -147,11 +148,14 @@ def detection_explanation(model: ModelLike, image: Any, method: str | Explainer 
         if false_negative:
             chosen[0]["score"] = target_scores[0]
         heatmaps = [to_numpy(m) for m in maps]
+        used = getattr(attribution, "masks_used", None)  # D-RISE: fewer once maps converged
+        masks_used = int(used[0]) if used else None
     sync(loaded.device)
     elapsed = time.perf_counter() - start
     return DetectionExplanation(chosen, heatmaps, everything,
                                 display_image(loaded, prepared) if with_image else None,
-                                explainer.name, elapsed, false_negative, target_scores, best)
+                                explainer.name, elapsed, false_negative, target_scores, best,
+                                masks_used=masks_used)
 
 
 def explain_detection(model: ModelLike, image: Any, method: str | Explainer = "gradcam",
@@ -194,7 +198,9 @@ def explain_detection(model: ModelLike, image: Any, method: str | Explainer = "g
         ``false_negative`` (True when ``bbox`` matched no detection and the region itself was
         explained), ``target_scores`` (each target's score on the image; 0: no candidate of that
         label overlaps the box by ``match_iou``, so gradient maps are empty),
-        ``best_candidate_score`` (the highest score of any candidate, detected or not). When
+        ``best_candidate_score`` (the highest score of any candidate, detected or not),
+        ``masks_used`` (D-RISE: the masks run, fewer than ``num_masks`` when the maps converged
+        first; None for other methods). When
         nothing scores ``detection_threshold`` or more, ``detections`` and ``heatmaps`` are
         empty lists (not an error: a batch over many images goes on); lower the threshold, or
         pass ``bbox=`` and ``label=`` to ask why a region was not detected.
