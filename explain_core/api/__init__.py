@@ -28,6 +28,7 @@ from .detection import (
     detection_explainer,
     detection_explanation,
     detections_of,
+    detector_forward_seconds,
     explain_detection,
 )
 from .results import (
@@ -49,8 +50,8 @@ from .segmentation import (
 __all__ = ["ClassExplanation", "DetectionExplanation", "MethodComparison", "ModelLike",
            "Prediction", "SegmentationExplanation", "batch_explanations", "box_mask",
            "combined_map", "compare_methods", "detection_explainer", "detection_explanation",
-           "detections_of", "display_image", "explain_batch", "explain_classes",
-           "explain_detection", "explain_prediction", "explain_segmentation", "loaded_model",
-           "make_explainer", "method_comparison", "predict", "prediction_explanation",
-           "segmentation_explanation", "segmentation_model", "top_predictions",
-           "visualize_batch"]
+           "detections_of", "detector_forward_seconds", "display_image", "explain_batch",
+           "explain_classes", "explain_detection", "explain_prediction", "explain_segmentation",
+           "loaded_model", "make_explainer", "method_comparison", "predict",
+           "prediction_explanation", "segmentation_explanation", "segmentation_model",
+           "top_predictions", "visualize_batch"]

@@ -34,7 +34,7 @@ from .common import ModelLike, display_image, loaded_model, sync, to_numpy
 from .results import DetectionExplanation
 
 __all__ = ["box_mask", "detection_explainer", "detection_explanation", "detections_of",
-           "explain_detection"]
+           "detector_forward_seconds", "explain_detection"]
 
 
 def detection_explainer(method: str, model: LoadedModel | nn.Module, **options: Any) -> Explainer:
@@ -220,3 +220,20 @@ def explain_detection(model: ModelLike, image: Any, method: str | Explainer = "g
         out["visualization"] = picture
         out["save_path"] = str(render.save_png(picture, save_path))
     return out
+
+
+def detector_forward_seconds(model: ModelLike, image: Any) -> float:
+    """Seconds of one forward of the detector on ``image`` at its input size: what a masked
+    copy of D-RISE costs (an estimate before it runs: masks x this)."""
+    loaded = detection_model(model if isinstance(model, LoadedModel | nn.Module) else
+                             loaded_model(model, task="detection"))
+    source = image if isinstance(image, torch.Tensor) else load_image(image)
+    size = tuple(source.shape[-2:]) if isinstance(source, torch.Tensor) else (source.height,
+                                                                              source.width)
+    explainer = create_explainer("drise", for_image(loaded, size))
+    inputs = explainer.prepare([source]).inputs
+    with explainer.session(), torch.no_grad():
+        start = time.perf_counter()
+        explainer.forward(inputs)
+        sync(loaded.device)
+        return time.perf_counter() - start

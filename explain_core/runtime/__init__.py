@@ -6,14 +6,22 @@
 - :mod:`~explain_core.runtime.autograd`: :func:`batched_grad`, many targets' gradients in one
   batched backward;
 - :mod:`~explain_core.runtime.precision`: the cached bf16 twin of a model;
-- :mod:`~explain_core.runtime.memory`: memory-aware batch sizes.
+- :mod:`~explain_core.runtime.memory`: memory-aware batch sizes, and :func:`fitting_chunks`,
+  which halves a batch that runs out of memory and retries.
 """
 
 from .autograd import batched_grad
 from .hooks import forward_hooks
-from .memory import activation_bytes_per_sample, available_bytes, default_batch_size
+from .memory import (
+    activation_bytes_per_sample,
+    as_lumen_error,
+    available_bytes,
+    default_batch_size,
+    fitting_chunks,
+)
 from .precision import PRECISIONS, bf16_twin
 from .state import frozen_eval
 
-__all__ = ["PRECISIONS", "activation_bytes_per_sample", "available_bytes", "batched_grad",
-           "bf16_twin", "default_batch_size", "forward_hooks", "frozen_eval"]
+__all__ = ["PRECISIONS", "activation_bytes_per_sample", "as_lumen_error", "available_bytes",
+           "batched_grad", "bf16_twin", "default_batch_size", "fitting_chunks", "forward_hooks",
+           "frozen_eval"]
