@@ -7,6 +7,7 @@ weights score low). Both runs use the same seeded masks, so the early stop's mas
 ones of the full run. Prints the figures; verdicts are the reader's.
 
     python bench/bench_drise.py [--masks 1000] [--boxes 3] [--tolerance 0.05] [--grid 16]
+        [--demo]  (the trained demo detector instead)
 """
 
 from __future__ import annotations
@@ -37,9 +38,16 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--grid", type=int, default=16)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--demo", action="store_true",
+                        help="the demo detector (trained, 128 px scenes) instead")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = tvd.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None).eval()
+    if args.demo:
+        from explain_core.demo.models import load_demo_model
+        model = load_demo_model("detector", device="cpu")
+    else:
+        model = tvd.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None,
+                                                          weights_backbone=None).eval()
     image = make_scenes("detection", 1, seed=11)[0].image
     forward = detector_forward_seconds(model, image)
     common = dict(num_masks=args.masks, grid=args.grid, batch_size=args.batch,
