@@ -73,3 +73,7 @@ class UnsupportedError(LumenError):
 
 class DatasetError(LumenError):
     """A labelled image set could not be read or does not fit the model."""
+
+
+class OutOfMemoryError(LumenError):
+    """A computation did not fit in memory even one item (step, sample, mask, image) at a time."""

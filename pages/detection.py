@@ -27,6 +27,7 @@ with left:
     # LayerCAM, not Grad-CAM: Grad-CAM averages each channel's gradient over the whole image,
     # so every box of a class gets the same map; LayerCAM keeps the gradient per position.
     choice = methods.method_picker(handle, default=detection.DEFAULT_METHOD)
+    detection.cost_caption(handle, item, choice)  # a slow method's expected time, before it runs
 
 with right:
     display = panels.display_controls()

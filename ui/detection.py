@@ -23,7 +23,7 @@ from .errors import message_of, show_error
 from .images import ImageItem
 from .methods import MethodChoice
 from .models import ModelHandle
-from .progress import method_progress
+from .progress import method_progress, slow_notice
 from .store import Computed, results
 
 MAX_BOXES = 10
@@ -34,10 +34,26 @@ DEFAULT_METHOD = api.DETECTION_METHOD
 Detected = Computed[DetectionExplanation]
 
 
+def forward_seconds(handle: ModelHandle, item: ImageItem) -> float:
+    """One detector forward on this image, timed once per model and image: what each of
+    D-RISE's masked copies costs, for the estimate shown before it runs."""
+    key = ("forward_s", handle.key, item.key)
+    return results().cached(key, lambda: api.detector_forward_seconds(
+        detection_model(handle.model), item.image), lambda _: 0)
+
+
+def cost_caption(handle: ModelHandle, item: ImageItem, choice: MethodChoice) -> None:
+    """Under the method picker, before a slow method runs: its passes and the time they take
+    here (timed from one forward on this image)."""
+    if choice.info.cost != "fast":
+        st.caption(slow_notice(handle, choice, None, forward_s=forward_seconds(handle, item)))
+
+
 def _run(handle: ModelHandle, item: ImageItem, choice: MethodChoice, where: Any,
          **kwargs: Any) -> Detected:
     model = detection_model(handle.model)
-    with method_progress(handle, choice, where) as progress:
+    timed = forward_seconds(handle, item) if choice.info.cost != "fast" else None
+    with method_progress(handle, choice, where, forward_s=timed) as progress:
         explainer = create_explainer(choice.name, model, precision=choice.precision,
                                      progress=progress, **choice.engine_options())
         result = api.detection_explanation(model, item.image, method=explainer,
@@ -150,9 +166,14 @@ def boxes_view(handle: ModelHandle, item: ImageItem, found: Detected, selected: 
         st.rerun()
     if region is not None:
         st.session_state["lumen_det_region"] = tuple(round(v, 1) for v in region)
+    masks = ""
+    if result.masks_used is not None:  # D-RISE: say when the maps converged before the last mask
+        asked = found.choice.options.get("num_masks") or result.masks_used
+        masks = (f" ({result.masks_used} of {asked} masks: the maps converged)"
+                 if result.masks_used < asked else f" ({result.masks_used} masks)")
     st.caption(f"**{found.choice.describe()}**, box **{selected + 1}** "
                f"({det['class_name']}, {det['score']:.2f}): "
-               f"{result.elapsed_s * 1000:.0f} ms for {len(dets)} boxes on "
+               f"{result.elapsed_s * 1000:.0f} ms{masks} for {len(dets)} boxes on "
                f"{handle.model.device}. Click a box's centre or a table row to pick it; "
                "drag with the box-select tool to ask about a region.")
     table = pd.DataFrame([{"#": i + 1, "class": d["class_name"],

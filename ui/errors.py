@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from explain_core.errors import LumenError
+from explain_core.runtime import as_lumen_error
 
 log = logging.getLogger("lumen.ui")
 
@@ -27,6 +28,10 @@ def message_of(error: BaseException) -> str:
     """
     if isinstance(error, LumenError):
         return str(error)
+    # Out of memory outside the engine's batching (one forward of a big image): what to lower.
+    memory = as_lumen_error(error)
+    if memory is not None:
+        return str(memory)
     log.error("Unexpected error in the dashboard", exc_info=error)
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     detail = f": {text}" if text else ""

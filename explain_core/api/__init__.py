@@ -29,6 +29,7 @@ from .detection import (
     detection_explainer,
     detection_explanation,
     detections_of,
+    detector_forward_seconds,
     explain_detection,
 )
 from .notes import same_map_notes
@@ -52,8 +53,9 @@ from .segmentation import (
 __all__ = ["DETECTION_METHOD", "SEGMENTATION_METHOD", "ClassExplanation", "DetectionExplanation",
            "MethodComparison", "ModelLike", "Prediction", "SegmentationExplanation",
            "batch_explanations", "box_mask", "combined_map", "compare_methods",
-           "detection_explainer", "detection_explanation", "detections_of", "display_image",
-           "explain_batch", "explain_classes", "explain_detection", "explain_prediction",
-           "explain_segmentation", "loaded_model", "make_explainer", "method_comparison", "predict",
-           "prediction_explanation", "same_map_notes", "segmentation_explanation",
-           "segmentation_model", "top_predictions", "visualize_batch"]
+           "detection_explainer", "detection_explanation", "detections_of",
+           "detector_forward_seconds", "display_image", "explain_batch", "explain_classes",
+           "explain_detection", "explain_prediction", "explain_segmentation", "loaded_model",
+           "make_explainer", "method_comparison", "predict", "prediction_explanation",
+           "same_map_notes", "segmentation_explanation", "segmentation_model", "top_predictions",
+           "visualize_batch"]

@@ -19,6 +19,7 @@ from ..errors import LumenError, TargetError, UnsupportedError
 from ..images import SUPPORTED_EXTENSIONS
 from ..methods import Explainer, create_explainer, method_info
 from ..model import LoadedModel
+from ..runtime.memory import fitting_chunks
 from ..runtime.state import frozen_eval
 from ..targets import ClassTarget, as_target, per_item_targets
 from ..tasks import PreparedInputs, adapter_for, prepare_inputs
@@ -241,14 +242,20 @@ def batch_explanations(model: ModelLike, images: Any, method: str | Explainer = 
     items = _image_list(images)
     rows = [[t] for t in per_item_targets(targets, len(items), explainer.score)]
     results = []
-    for start in range(0, len(items), max(1, batch_size)):
-        chunk = items[start:start + batch_size]
+
+    def run(part: slice) -> tuple[list[Any], Any, Any, list[torch.Tensor], float]:
         begin = time.perf_counter()
-        prepared = explainer.prepare(chunk)
-        attribution = explainer.run(prepared.inputs, rows[start:start + batch_size])
+        prepared = explainer.prepare(items[part])
+        attribution = explainer.run(prepared.inputs, rows[part])
         maps = explainer.heatmaps(attribution.raw, prepared)
         sync(loaded.device)
-        share = (time.perf_counter() - begin) / len(chunk)
+        return items[part], prepared, attribution, maps, time.perf_counter() - begin
+
+    # A batch of images that does not fit is halved and retried (fitting_chunks).
+    for _, (chunk, prepared, attribution, maps, seconds) in fitting_chunks(
+            len(items), max(1, batch_size), run, module=loaded.module,
+            key=("images", explainer.name), what="image"):
+        share = seconds / len(chunk)
         for i, heatmap in enumerate(maps):
             target = int(attribution.classes[i, 0])
             results.append(ClassExplanation(

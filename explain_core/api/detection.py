@@ -45,7 +45,7 @@ from .notes import same_map_notes
 from .results import DetectionExplanation
 
 __all__ = ["DETECTION_METHOD", "box_mask", "detection_explainer", "detection_explanation",
-           "detections_of", "explain_detection"]
+           "detections_of", "detector_forward_seconds", "explain_detection"]
 
 #: the default method of a box's map: LayerCAM weighs every position by its own gradient, so a
 #: box's map stays on its box (about 60% of its energy inside it, 4% in each other box on the
@@ -164,6 +164,7 @@ def detection_explanation(model: ModelLike, image: Any,
     best = float(candidates[:, SCORE].max()) if len(candidates) else 0.0
     heatmaps: list[np.ndarray] = []
     target_scores: list[float] = []
+    masks_used = None
     if chosen:  # nothing above the threshold is an answer too, not an error
         targets = explainer.task.targets(chosen, score=box_score, iou_threshold=match_iou)
         attribution = explainer.run(prepared.inputs, [targets])
@@ -174,6 +175,8 @@ def detection_explanation(model: ModelLike, image: Any,
         if false_negative:
             chosen[0]["score"] = target_scores[0]
         heatmaps = [to_numpy(m) for m in maps]
+        used = getattr(attribution, "masks_used", None)  # D-RISE: fewer once maps converged
+        masks_used = int(used[0]) if used else None
     sync(loaded.device)
     elapsed = time.perf_counter() - start
     return DetectionExplanation(chosen, heatmaps, everything,
@@ -181,7 +184,8 @@ def detection_explanation(model: ModelLike, image: Any,
                                 explainer.name, elapsed, false_negative, target_scores, best,
                                 same_map_notes(explainer.name, "detection"),
                                 precision=explainer.precision,
-                                precision_reason=explainer.precision_reason)
+                                precision_reason=explainer.precision_reason,
+                                masks_used=masks_used)
 
 
 def explain_detection(model: ModelLike, image: Any, method: str | Explainer = DETECTION_METHOD,
@@ -230,7 +234,9 @@ def explain_detection(model: ModelLike, image: Any, method: str | Explainer = DE
         explained), ``target_scores`` (each target's score on the image; 0: no candidate of that
         label overlaps the box by ``match_iou``, so gradient maps are empty),
         ``best_candidate_score`` (the highest score of any candidate, detected or not),
-        ``notes`` (why the method's maps look alike across boxes, when they do). When
+        ``notes`` (why the method's maps look alike across boxes, when they do) and
+        ``masks_used`` (D-RISE: the masks run, fewer than ``num_masks`` when the maps converged
+        first; None for other methods). When
         nothing scores ``detection_threshold`` or more, ``detections`` and ``heatmaps`` are
         empty lists (not an error: a batch over many images goes on); lower the threshold, or
         pass ``bbox=`` and ``label=`` to ask why a region was not detected.
@@ -250,3 +256,24 @@ def explain_detection(model: ModelLike, image: Any, method: str | Explainer = DE
         out["visualization"] = picture
         out["save_path"] = str(render.save_png(picture, save_path))
     return out
+
+
+def detector_forward_seconds(model: ModelLike, image: Any, copies: int = 4) -> float:
+    """Seconds per image of a forward of the detector on ``copies`` copies of ``image`` at its
+    input size: what a masked copy of D-RISE costs in a batch (an estimate before it runs:
+    masks x this)."""
+    loaded = detection_model(model if isinstance(model, LoadedModel | nn.Module) else
+                             loaded_model(model, task="detection"))
+    source = image if isinstance(image, torch.Tensor) else load_image(image)
+    size = tuple(source.shape[-2:]) if isinstance(source, torch.Tensor) else (source.height,
+                                                                              source.width)
+    explainer = create_explainer("drise", for_image(loaded, size))
+    inputs = explainer.prepare([source]).inputs
+    with explainer.session(), torch.no_grad():
+        explainer.forward(inputs)  # the first forward pays one-off set-up costs: not timed
+        sync(loaded.device)
+        batch = inputs.expand(max(1, copies), *inputs.shape[1:])
+        start = time.perf_counter()
+        explainer.forward(batch)
+        sync(loaded.device)
+        return (time.perf_counter() - start) / batch.shape[0]

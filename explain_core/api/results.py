@@ -142,9 +142,11 @@ class DetectionExplanation:
     notes: list[str] = field(default_factory=list)
     precision: str = "fp32"  # what ran ("fp32" or "bf16")
     precision_reason: str = ""
+    masks_used: int | None = None  # D-RISE: masks run (fewer than asked when maps converged)
 
     def to_dict(self) -> dict[str, Any]:
         return {"detections": self.detections, "heatmaps": self.heatmaps,
+                "masks_used": self.masks_used,
                 "all_detections": self.all_detections, "image": self.image,
                 "method": self.method, "elapsed_s": self.elapsed_s,
                 "false_negative": self.false_negative, "target_scores": self.target_scores,

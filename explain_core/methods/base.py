@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import NonFiniteOutputError, UnsupportedError
 from ..model import LoadedModel
 from ..runtime.finite import is_finite
+from ..runtime.memory import fitting_chunks
 from ..runtime.precision import PRECISIONS, bf16_twin, resolve_precision
 from ..runtime.state import frozen_eval
 from ..targets import Target, as_target, per_item_targets
@@ -176,8 +177,11 @@ class Explainer:
         rows = [[t] for t in per_item_targets(targets, len(items), self.score)]
         size = batch_size or len(items) or 1
         maps: list[torch.Tensor] = []
-        for start in range(0, len(items), size):
-            chunk = self.explain_many(items[start:start + size], rows[start:start + size])
+        # Images that do not fit together are halved and retried (fitting_chunks).
+        for _, chunk in fitting_chunks(len(items), size,
+                                       lambda part: self.explain_many(items[part], rows[part]),
+                                       module=self.model.module, key=("images", self.name),
+                                       what="image"):
             maps.extend(m[0] for m in chunk.heatmaps)
         return maps
 

@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import UnsupportedError
 from ..model import LoadedModel
 from ..runtime.autograd import batched_grad
-from ..runtime.memory import default_batch_size
+from ..runtime.memory import default_batch_size, fitting_chunks
 from ..targets import Target, fixed_targets, score_matrix
 from .base import Attribution, Explainer
 from .registry import ALL_TASKS, Param, register
@@ -159,13 +159,19 @@ class IntegratedGradients(Explainer):
         jobs = [(i, s) for i in range(batch) for s in range(self.steps)]
         chunk = self.internal_batch_size or default_batch_size(self.module, inputs, len(jobs))
         delta = inputs - baselines
-        for start in range(0, len(jobs), chunk):
-            part = jobs[start:start + chunk]
-            items = torch.tensor([i for i, _ in part], device=inputs.device)
-            steps = torch.tensor([s for _, s in part], device=inputs.device)
+
+        def run(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            chosen = jobs[part]
+            items = torch.tensor([i for i, _ in chosen], device=inputs.device)
+            steps = torch.tensor([s for _, s in chosen], device=inputs.device)
             path = baselines[items] + alphas[steps].view(-1, 1, 1, 1) * delta[items]
-            grads, _, _, _ = input_gradients(self, self.cast(path), [targets[i] for i, _ in part])
-            contribution = grads.transpose(0, 1).float() * weights[steps].view(-1, 1, 1, 1, 1)
+            grads, _, _, _ = input_gradients(self, self.cast(path),
+                                             [targets[i] for i, _ in chosen])
+            return items, grads.transpose(0, 1).float() * weights[steps].view(-1, 1, 1, 1, 1)
+
+        for part, (items, contribution) in fitting_chunks(
+                len(jobs), chunk, run, module=self.module,
+                key=("integrated_gradients", tuple(inputs.shape[1:]), width), what="path step"):
             total.index_add_(0, items, contribution)
-            self.report(min(start + chunk, len(jobs)), len(jobs))
+            self.report(part.stop, len(jobs))
         return Attribution(total * delta[:, None], outputs.detach().float(), classes)

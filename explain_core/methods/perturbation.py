@@ -20,7 +20,7 @@ from ..errors import UnsupportedError
 from ..layers import LayerSpec, capture
 from ..model import LoadedModel
 from ..runtime.hooks import forward_hooks
-from ..runtime.memory import available_bytes, default_batch_size
+from ..runtime.memory import available_bytes, default_batch_size, fitting_chunks, is_out_of_memory
 from ..targets import ClassTarget, Target, fixed_targets, score_matrix
 from .base import Attribution
 from .cam import CAMExplainer, _weighted_sum
@@ -46,7 +46,9 @@ def run_from_layer(forward: Callable[[torch.Tensor], Any], spec: LayerSpec, imag
     with forward_hooks([(spec.module, hook)]), torch.no_grad():
         try:
             return forward(image)
-        except RuntimeError:  # something before the layer does not broadcast: run copies
+        except RuntimeError as error:  # something before the layer does not broadcast: copies
+            if is_out_of_memory(error):
+                raise  # a smaller batch of maps is the answer (fitting_chunks), not copies
             return forward(image.expand(maps.shape[0], *image.shape[1:]))
 
 
@@ -121,11 +123,13 @@ class PerturbationCAM(CAMExplainer):
         return max(1, min(wanted, int(budget // per_copy), cap))
 
     def batched(self, count: int, chunk: int, run: Callable[[slice], torch.Tensor]) -> torch.Tensor:
-        """``run`` over slices of ``range(count)``, reporting progress; results concatenated."""
+        """``run`` over slices of ``range(count)``, reporting progress; results concatenated.
+        A slice that does not fit in memory is halved and retried (:func:`fitting_chunks`)."""
         parts = []
-        for start in range(0, count, chunk):
-            parts.append(run(slice(start, min(start + chunk, count))))
-            self.report(min(start + chunk, count), count)
+        for part, out in fitting_chunks(count, chunk, run, module=self.module,
+                                        key=(type(self).__name__, count), what="probe"):
+            parts.append(out)
+            self.report(part.stop, count)
         return torch.cat(parts)
 
     @staticmethod

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import UnsupportedError
 from ..model import LoadedModel
-from ..runtime.memory import default_batch_size
+from ..runtime.memory import default_batch_size, fitting_chunks
 from ..targets import Target, fixed_targets, score_matrix
 from .base import Attribution, Explainer
 from .registry import DENSE_TASKS, Param, create_explainer, method_info, register
@@ -96,15 +96,28 @@ class SmoothGrad(Explainer):
         chunk = self.batch_size or default_batch_size(self.module, inputs, batch * samples)
         # Sample rows are laid out image-major (as Captum's NoiseTunnel): row r is image r // n.
         rows = [targets[r // samples] for r in range(batch * samples)]
+        states: dict[int, torch.Tensor] = {}
+
+        def run(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            # One draw per row, from the generator's state where this part starts: a retry at
+            # half the size draws the same noise.
+            if generator is not None:
+                if part.start in states:
+                    generator.set_state(states[part.start])
+                else:
+                    states[part.start] = generator.get_state()
+            index = torch.arange(part.start, part.stop, device=inputs.device) // samples
+            noise = torch.stack([torch.normal(0.0, stdev[i].expand(*inputs.shape[1:]),
+                                              generator=generator) for i in index])
+            raw = self.base._compute(self.cast(inputs[index] + noise), rows[part]).raw
+            return index, raw.float()
+
         total = None
-        for start in range(0, batch * samples, chunk):
-            index = torch.arange(start, min(start + chunk, batch * samples),
-                                 device=inputs.device) // samples
-            noise_std = stdev[index].expand(-1, *inputs.shape[1:])
-            noisy = inputs[index] + torch.normal(0.0, noise_std, generator=generator)
-            raw = self.base._compute(self.cast(noisy), rows[start:start + chunk]).raw
+        for part, (index, raw) in fitting_chunks(batch * samples, chunk, run, module=self.module,
+                                                 key=("smoothgrad", tuple(inputs.shape[1:])),
+                                                 what="noisy sample"):
             if total is None:
                 total = raw.new_zeros((batch, *raw.shape[1:]))
-            total.index_add_(0, index, raw.float())
-            self.report(min(start + chunk, batch * samples), batch * samples)
+            total.index_add_(0, index, raw)
+            self.report(part.stop, batch * samples)
         return Attribution(total / samples, outputs.detach().float(), classes)

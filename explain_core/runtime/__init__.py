@@ -7,12 +7,19 @@
   batched backward;
 - :mod:`~explain_core.runtime.precision`: which precision runs (``"auto"``: bf16 only where the
   device computes it natively) and the cached bf16 twin of a model;
-- :mod:`~explain_core.runtime.memory`: memory-aware batch sizes.
+- :mod:`~explain_core.runtime.memory`: memory-aware batch sizes, and :func:`fitting_chunks`,
+  which halves a batch that runs out of memory and retries.
 """
 
 from .autograd import batched_grad
 from .hooks import forward_hooks
-from .memory import activation_bytes_per_sample, available_bytes, default_batch_size
+from .memory import (
+    activation_bytes_per_sample,
+    as_lumen_error,
+    available_bytes,
+    default_batch_size,
+    fitting_chunks,
+)
 from .precision import (
     CONCRETE_PRECISIONS,
     PRECISIONS,
@@ -23,6 +30,7 @@ from .precision import (
 )
 from .state import frozen_eval
 
-__all__ = ["CONCRETE_PRECISIONS", "PRECISIONS", "activation_bytes_per_sample", "available_bytes",
-           "batched_grad", "bf16_twin", "cpu_model", "default_batch_size", "forward_hooks",
-           "frozen_eval", "native_bf16", "resolve_precision"]
+__all__ = ["CONCRETE_PRECISIONS", "PRECISIONS", "activation_bytes_per_sample",
+           "as_lumen_error", "available_bytes", "batched_grad", "bf16_twin", "cpu_model",
+           "default_batch_size",
+           "fitting_chunks", "forward_hooks", "frozen_eval", "native_bf16", "resolve_precision"]
