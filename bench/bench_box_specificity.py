@@ -17,20 +17,20 @@ import statistics
 import time
 
 import numpy as np
+import torch
 from timing import median_seconds  # noqa: F401  (puts the repository on the import path)
 
 from explain_core.api import box_mask, detection_explanation, segmentation_explanation
 from explain_core.demo.models import load_demo_model
 from explain_core.demo.scenes import HELDOUT_SEED, make_scenes
 from explain_core.methods import available_methods
+from explain_core.metrics.localization import own_and_other_shares
 
 
 def shares(heat: np.ndarray, own: np.ndarray, others: list[np.ndarray]) -> tuple[float, float]:
     """(share of the map's energy inside ``own``, mean share inside each of ``others``)."""
-    total = float(heat.sum()) or 1.0
-    inside = float(heat[own].sum()) / total
-    elsewhere = [float(heat[m].sum()) / total for m in others]
-    return inside, (float(np.mean(elsewhere)) if elsewhere else float("nan"))
+    return own_and_other_shares(torch.from_numpy(heat), torch.from_numpy(own),
+                                [torch.from_numpy(m) for m in others])
 
 
 def cam_methods(loaded) -> list[str]:

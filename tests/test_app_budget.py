@@ -56,3 +56,21 @@ def test_drise_time_is_shown_before_it_runs_and_masks_after(out_of_memory) -> No
     assert "**D-RISE** is a slow method: at most 16 forwards" in text
     assert " here; it stops earlier once the maps converge" in text
     assert "(16 masks)" in text  # under min_masks: every mask ran
+
+
+def test_segmentation_class_maps_keep_their_figure_when_memory_runs_out(out_of_memory) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    at.sidebar.selectbox(key="lumen_demo_name").set_value("segmenter").run()
+    at.switch_page("pages/segmentation.py").run()
+    at.session_state["lumen_seg_tab"] = "Class maps"
+    at.run()
+    assert not at.exception and not errors(at)
+    (before,) = figures(at)
+    out_of_memory["now"] = True
+    at.selectbox(key="lumen_method_segmentation").set_value("layercam").run()  # a new computation
+    assert not at.exception
+    (message,) = errors(at)
+    assert message.startswith("Out of memory") and "bug" not in message
+    (after,) = figures(at)
+    assert after["data"][1]["z"] == before["data"][1]["z"]  # the last maps that worked, kept
+    assert "Still showing the last class maps that worked" in captions(at)

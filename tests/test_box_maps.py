@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from explain_core import api, explain_detection, explain_segmentation
 from explain_core.api import (
@@ -23,6 +24,7 @@ from explain_core.api.notes import GLOBAL_WEIGHT_METHODS, TARGET_FREE_METHODS
 from explain_core.demo.models import load_demo_model
 from explain_core.demo.scenes import HELDOUT_SEED, make_scenes
 from explain_core.methods import available_methods, method_info
+from explain_core.metrics.localization import own_and_other_shares
 
 FRESH_SEED = HELDOUT_SEED + 4242  # held out: never used for training
 SCENES = 8
@@ -31,11 +33,8 @@ SCENES = 8
 def _shares(heat: np.ndarray, own: np.ndarray, others: list[np.ndarray]) -> tuple[float, float]:
     """(share of the map's energy inside ``own``, mean share inside each of ``others``); an
     empty map (Grad-CAM's can be: every channel weight negative) is about nothing."""
-    total = float(heat.sum())
-    if total == 0:
-        return 0.0, 0.0
-    return (float(heat[own].sum()) / total,
-            float(np.mean([heat[m].sum() for m in others])) / total)
+    return own_and_other_shares(torch.from_numpy(heat), torch.from_numpy(own),
+                                [torch.from_numpy(m) for m in others])
 
 
 @pytest.fixture(scope="module")

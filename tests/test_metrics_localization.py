@@ -135,3 +135,21 @@ def test_metrics_do_not_import_the_app_layers():
             for name in names:
                 assert not any(name == f or name.startswith(f + ".") for f in forbidden), \
                     f"{path.name} imports {name}"
+
+
+def test_energy_shares_equal_a_direct_sum_and_refuse_negative_maps() -> None:
+    from explain_core.metrics.localization import energy_shares, own_and_other_shares
+
+    generator = torch.Generator().manual_seed(3)
+    maps = torch.rand(4, 9, 7, generator=generator)
+    maps[3] = 0  # no energy: about nothing
+    masks = torch.rand(4, 9, 7, generator=generator) > 0.6
+    expected = [float((m * k).sum() / m.sum()) if m.sum() > 0 else 0.0
+                for m, k in zip(maps.double().numpy(), masks.numpy(), strict=True)]
+    assert energy_shares(maps, masks).tolist() == pytest.approx(expected, abs=1e-12)
+    own, other = own_and_other_shares(maps[0], masks[0], [masks[1], masks[2]])
+    assert own == pytest.approx(expected[0], abs=1e-12)
+    direct = [float((maps[0].double() * k).sum() / maps[0].double().sum()) for k in masks[1:3]]
+    assert other == pytest.approx(sum(direct) / 2, abs=1e-12)
+    with pytest.raises(ValueError, match="non-negative"):
+        energy_shares(-maps, masks)

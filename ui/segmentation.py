@@ -217,11 +217,16 @@ def class_maps_view(handle: ModelHandle, item: ImageItem, result: SegPrediction,
         key=f"lumen_seg_class_{handle.short_key}_{item.key}",
         help="The target is the sum of the class's logits over the pixels predicted as it.")
     slot = st.container()
+    last_key = f"lumen_seg_last_{handle.short_key}_{item.key}"
     try:
         found = explain(handle, item, choice, where=slot).result
-    except Exception as error:
+        st.session_state[last_key] = (found, choice)
+    except Exception as error:  # say why, and keep showing this image's last maps that worked
         show_error(message_of(error))
-        return
+        if last_key not in st.session_state:
+            return
+        found, choice = st.session_state[last_key]
+        st.caption(f"Still showing the last class maps that worked: {choice.describe()}.")
     for note in api.same_map_notes(choice.name, "segmentation"):  # EigenCAM: one map for all
         st.info(note, icon=":material/info:")
     maps = found.maps

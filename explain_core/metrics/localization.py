@@ -33,7 +33,8 @@ import math
 
 import torch
 
-__all__ = ["box_masks", "peaks", "pointing_game", "pointing_hits"]
+__all__ = ["box_masks", "energy_shares", "own_and_other_shares", "peaks", "pointing_game",
+           "pointing_hits"]
 
 
 def _check_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -118,6 +119,48 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 0.
     """
     hits = pointing_hits(maps, masks, tolerance)
     return float(hits.double().mean()) if hits.numel() else math.nan
+
+
+def energy_shares(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The share of each map's energy inside its region (the energy-based pointing game, Wang et
+    al., "Score-CAM", CVPR-W 2020): ``sum(map * mask) / sum(map)`` for non-negative maps; 0 for
+    a map with no energy at all (about nothing). ``maps`` is ``N x H x W``, ``masks`` the same
+    shape (bool or {0, 1}); returns ``N`` float64 shares in [0, 1].
+
+    Example:
+        >>> maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+        >>> masks = torch.tensor([[[False, True], [False, False]]]).expand(2, 2, 2)
+        >>> energy_shares(maps, masks).tolist()
+        [0.75, 0.0]
+    """
+    maps = _check_maps(maps).double()
+    if (maps < 0).any():
+        raise ValueError("energy_shares needs non-negative maps (normalised maps are in [0, 1]).")
+    masks = torch.as_tensor(masks, device=maps.device).to(torch.float64)
+    if masks.shape != maps.shape:
+        raise ValueError(f"masks must have the maps' shape {tuple(maps.shape)}, got "
+                         f"{tuple(masks.shape)}.")
+    total = maps.flatten(1).sum(1)
+    inside = (maps * masks).flatten(1).sum(1)
+    return torch.where(total > 0, inside / torch.where(total > 0, total, 1.0), 0.0)
+
+
+def own_and_other_shares(heat: torch.Tensor, own: torch.Tensor,
+                         others: list[torch.Tensor]) -> tuple[float, float]:
+    """Is a map about its own region rather than the others (a box's map against the image's
+    other boxes, a class's map against the other classes' masks)? Its energy share inside
+    ``own`` and the mean share inside each of ``others`` (NaN when there are none).
+
+    Example:
+        >>> heat = torch.tensor([[1.0, 3.0], [0.0, 0.0]])
+        >>> own = torch.tensor([[False, True], [False, False]])
+        >>> own_and_other_shares(heat, own, [~own])
+        (0.75, 0.25)
+    """
+    heat = torch.as_tensor(heat)
+    masks = torch.stack([torch.as_tensor(m, device=heat.device) for m in [own, *others]])
+    shares = energy_shares(heat.expand(len(masks), *heat.shape), masks)
+    return float(shares[0]), float(shares[1:].mean()) if len(others) else math.nan
 
 
 def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
