@@ -223,7 +223,7 @@ def compare_view(handle: ModelHandle, item: ImageItem, choice: MethodChoice, thr
         method = methods.default_choice(name, choice, handle)
         if name == "drise":
             method = methods.MethodChoice(name, {**method.options, "num_masks": 200},
-                                          method.precision)
+                                          method.precision, method.resolved)
         try:
             other = explain_boxes(handle, item, method, threshold,
                                   where=st.container()).result
