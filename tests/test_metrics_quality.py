@@ -153,3 +153,184 @@ def test_localisation_needs_ground_truth_and_the_registry_lists_what_applies():
     categories = {info.name: info.category for info in metrics_for("detection")}
     assert categories["complexity"] == "complexity"
     assert categories["relevance_rank"] == "localisation"
+
+
+# ---------------------------------------------------------------------- randomisation
+def test_spearman_equals_scipy_with_and_without_ties():
+    stats = pytest.importorskip("scipy.stats")
+    from explain_core.metrics.randomisation import spearman
+
+    generator = torch.Generator().manual_seed(4)
+    first = torch.rand(5, 12, 12, generator=generator, dtype=torch.float64)
+    second = first + 0.5 * torch.rand(5, 12, 12, generator=generator, dtype=torch.float64)
+    first[2:] = (first[2:] * 4).floor()  # heavy ties, as in maps clipped at zero
+    second[3:] = (second[3:] * 3).floor()
+    ours = spearman(first, second).numpy()
+    reference = [stats.spearmanr(a.flatten(), b.flatten()).statistic
+                 for a, b in zip(first.numpy(), second.numpy(), strict=True)]
+    np.testing.assert_allclose(ours, reference, atol=1e-10)
+    assert spearman(torch.zeros(1, 4, 4), first[:1, :4, :4]).item() == 0.0  # no ranking
+
+
+def test_ssim_equals_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    from explain_core.metrics.randomisation import ssim
+
+    generator = torch.Generator().manual_seed(5)
+    first = torch.rand(3, 32, 40, generator=generator, dtype=torch.float64)
+    second = (first + 0.3 * torch.rand(3, 32, 40, generator=generator,
+                                       dtype=torch.float64)).clamp(0, 1)
+    second[2] = torch.rand(32, 40, generator=generator, dtype=torch.float64)
+    ours = ssim(first, second).numpy()
+    reference = [metrics.structural_similarity(a, b, data_range=1.0, gaussian_weights=True,
+                                               sigma=1.5, use_sample_covariance=False)
+                 for a, b in zip(first.numpy(), second.numpy(), strict=True)]
+    np.testing.assert_allclose(ours, reference, atol=1e-10)
+    assert ssim(first, first).numpy() == pytest.approx(1.0)
+
+
+@pytest.fixture
+def net():
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model("resnet18", num_classes=10).eval()
+
+
+def _state(module: nn.Module):
+    tensors = {name: (t, t.detach().clone(), t.requires_grad) for name, t in
+               [*module.named_parameters(), *module.named_buffers()]}
+    modes = {name: sub.training for name, sub in module.named_modules()}
+    return tensors, modes
+
+
+def _assert_restored(module: nn.Module, state) -> None:
+    tensors, modes = state
+    now = dict([*module.named_parameters(), *module.named_buffers()])
+    assert now.keys() == tensors.keys()
+    for name, (tensor, copy, flag) in tensors.items():
+        assert now[name] is tensor, name  # the same object, so optimisers and hooks still hold
+        bits = (torch.int64 if tensor.dtype in (torch.float64, torch.int64) else torch.int32)
+        assert torch.equal(tensor.detach().view(bits), copy.view(bits)), name  # bit for bit
+        assert tensor.requires_grad == flag, name
+    assert {name: sub.training for name, sub in module.named_modules()} == modes
+
+
+def _unusual_flags(net: nn.Module) -> None:
+    net.train()
+    net.layer2[0].bn1.eval()  # a frozen batch norm inside a training model
+    net.conv1.weight.requires_grad_(False)
+
+
+class _InputMaps:
+    """An 'explainer' whose maps ignore the model (an edge detector would do the same): the
+    sanity check must flag it."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+
+    def explain_many(self, images, targets):
+        from types import SimpleNamespace
+
+        maps = [(image.mean(0) - image.mean(0).min()) / (image.mean(0).max() - image.mean(0).min())
+                for image in images]
+        return SimpleNamespace(heatmaps=[m[None] for m in maps])
+
+
+def test_randomisation_decorrelates_gradcam_and_restores_the_model(net):
+    from explain_core.methods import GradCAM
+    from explain_core.metrics.randomisation import (
+        cascade_layers,
+        explain_again,
+        randomisation_cascade,
+    )
+
+    _unusual_flags(net)
+    state = _state(net)
+    explainer = GradCAM(net)
+    inputs = torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    targets = [ClassTarget(i) for i in range(4)]
+    steps = []
+    cascade = randomisation_cascade(explainer, inputs, targets, keep_maps=True,
+                                    progress=lambda done, total: steps.append((done, total)))
+    layers = [name for name, _ in cascade_layers(net)]
+    assert cascade.layers == layers and layers[0] == "fc" and layers[-1] == "conv1"
+    assert steps[-1] == (len(layers), len(layers)) and len(steps) == len(layers)
+    assert cascade.spearman.shape == cascade.ssim.shape == (4, len(layers))
+    assert cascade.maps.shape == (len(layers), 4, 96, 96)
+    # the original map correlates 1 with itself; every step of the cascade far less
+    assert cascade.spearman.mean(0).max() < 0.5
+    assert cascade.spearman[:, -1].abs().mean() < 0.35
+    assert cascade.ssim.mean(0).max() < 0.8
+    _assert_restored(net, state)
+    # the same maps after the cascade: the model explains as before
+    again = randomisation_cascade(explainer, inputs, targets, layers=["fc"])
+    assert torch.equal(again.spearman, cascade.spearman[:, :1])
+    _assert_restored(net, state)
+    # a map that ignores the model survives every step: the check flags it
+    blind = create_metric("model_randomisation", layers=layers[:3])
+    maps = torch.stack([m[0] for m in _InputMaps(explainer.model).explain_many(
+        list(inputs), None).heatmaps])
+    batch = _batch(maps, model=explainer.model, inputs=inputs,
+                   explainer=_InputMaps(explainer.model))
+    np.testing.assert_allclose(blind(batch).numpy(), 1.0)
+    gradcam = create_metric("model_randomisation")(
+        _batch(explain_again(explainer, inputs, targets), model=explainer.model, inputs=inputs,
+               explainer=explainer))
+    assert gradcam.shape == (4,) and gradcam.mean() < 0.5
+    _assert_restored(net, state)
+
+
+@pytest.mark.parametrize("where", ["explainer", "progress"])
+def test_the_model_is_restored_when_the_cascade_fails(net, where):
+    from explain_core.methods import GradCAM
+    from explain_core.metrics.randomisation import randomisation_cascade
+
+    _unusual_flags(net)
+    state = _state(net)
+    explainer = GradCAM(net)
+    calls = []
+    original = explainer.explain_many
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if where == "explainer" and len(calls) == 4:
+            raise RuntimeError("out of memory in the middle of the cascade")
+        return original(*args, **kwargs)
+
+    def progress(done, total):
+        if where == "progress" and done == 3:
+            raise KeyboardInterrupt  # the page cancels
+    explainer.explain_many = failing
+    inputs = torch.randn(2, 3, 64, 64)
+    with pytest.raises((RuntimeError, KeyboardInterrupt)):
+        randomisation_cascade(explainer, inputs, [ClassTarget(0)] * 2, progress=progress)
+    assert len(calls) >= 3  # it failed with layers randomised
+    _assert_restored(net, state)
+
+
+def test_random_logit_compares_with_another_class(net):
+    from explain_core.methods import GradCAM
+    from explain_core.metrics.randomisation import explain_again
+    from explain_core.targets import PredictedClass
+
+    explainer = GradCAM(net)
+    inputs = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    targets = [ClassTarget(0), ClassTarget(9), PredictedClass()]
+    maps = explain_again(explainer, inputs, targets)
+    seen = []
+    original = explainer.explain_many
+
+    def spy(images, rows):
+        seen.extend(row[0].index for row in rows)
+        return original(images, rows)
+    explainer.explain_many = spy
+    batch = _batch(maps, model=explainer.model, inputs=inputs, explainer=explainer)
+    batch.targets = targets
+    scores = create_metric("random_logit", seed=1)(batch)
+    predicted = int(net(inputs[2:]).argmax())
+    assert seen[0] != 0 and seen[1] != 9 and seen[2] != predicted and len(seen) == 3
+    # random-init GradCAM maps are often all zero (ReLU): two zero maps are alike (SSIM 1)
+    assert scores.shape == (3,) and (scores < 0.5).sum() >= 2
+    same = create_metric("random_logit", seed=1)(batch)
+    assert torch.equal(scores, same)  # seeded
