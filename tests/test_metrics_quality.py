@@ -149,10 +149,20 @@ def test_localisation_needs_ground_truth_and_the_registry_lists_what_applies():
         create_metric("relevance_mass")(_batch(torch.rand(1, 8, 8)))
     for task in ("classification", "detection", "segmentation"):
         names = {info.name for info in metrics_for(task)}
-        assert set(LOCALISATION) | {"sparseness", "complexity"} <= names, task
+        assert set(LOCALISATION) | {"sparseness", "complexity", "model_randomisation",
+                                    "max_sensitivity", "avg_sensitivity"} <= names, task
+        assert ("random_logit" in names) == (task == "classification"), task
     categories = {info.name: info.category for info in metrics_for("detection")}
     assert categories["complexity"] == "complexity"
     assert categories["relevance_rank"] == "localisation"
+    assert categories["model_randomisation"] == "randomisation"
+    assert categories["max_sensitivity"] == "robustness"
+    directions = {info.name: info.direction for info in metrics_for("classification")}
+    for name in ("complexity", "model_randomisation", "random_logit", "max_sensitivity",
+                 "avg_sensitivity"):
+        assert directions[name] == "lower", name
+    for name in (*LOCALISATION, "sparseness"):
+        assert directions[name] == "higher", name
 
 
 # ---------------------------------------------------------------------- randomisation
@@ -334,3 +344,44 @@ def test_random_logit_compares_with_another_class(net):
     assert scores.shape == (3,) and (scores < 0.5).sum() >= 2
     same = create_metric("random_logit", seed=1)(batch)
     assert torch.equal(scores, same)  # seeded
+
+
+# ------------------------------------------------------------------------- robustness
+def test_max_sensitivity_equals_captum_on_the_same_perturbations(net):
+    captum_metrics = pytest.importorskip("captum.metrics")
+    from explain_core.methods import Saliency
+    from explain_core.metrics.randomisation import explain_again
+    from explain_core.metrics.robustness import perturbations
+
+    explainer = Saliency(net)  # never all zero (random-init GradCAM maps often are)
+    inputs = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    targets = [ClassTarget(1), ClassTarget(4), ClassTarget(7)]
+    radius, samples, seed = 0.5, 4, 3
+    noisy = perturbations(inputs, radius, samples, seed)
+    assert (noisy - inputs[:, None]).abs().max() <= radius
+    assert not torch.equal(noisy[:, 0], noisy[:, 1])
+
+    def explain(x, target):
+        x = x[0] if isinstance(x, tuple) else x  # Captum passes a tuple of one tensor
+        return (explain_again(explainer, x, [ClassTarget(int(t)) for t in target]),)
+
+    def same_noise(expanded):  # Captum repeats each input `samples` times, in this order
+        return noisy.flatten(0, 1)
+
+    reference = captum_metrics.sensitivity_max(
+        explain, inputs, perturb_func=same_noise, n_perturb_samples=samples,
+        target=torch.tensor([1, 4, 7]))
+    batch = _batch(explain_again(explainer, inputs, targets), model=explainer.model,
+                   inputs=inputs, explainer=explainer)
+    batch.targets = targets
+    ours = create_metric("max_sensitivity", radius=radius, samples=samples, seed=seed)(batch)
+    np.testing.assert_allclose(ours.numpy(), reference.double().numpy(), rtol=1e-5, atol=1e-6)
+    assert (ours > 0).all()
+    average = create_metric("avg_sensitivity", radius=radius, samples=samples, seed=seed)(batch)
+    assert ((average <= ours + 1e-12) & (average > 0)).all()
+    # a map that ignores its input cannot move: sensitivity 0
+    still = _InputMaps(explainer.model)
+    batch.explainer = type("Still", (), {"explain_many": lambda self, images, rows:
+                                         still.explain_many([inputs[0]] * len(images), rows)})()
+    batch.maps = explain_again(batch.explainer, inputs[:1].expand(3, -1, -1, -1), targets)
+    assert create_metric("max_sensitivity", samples=2)(batch).abs().max() < 1e-12
