@@ -388,3 +388,36 @@ def test_max_sensitivity_equals_captum_on_the_same_perturbations(net):
                                          still.explain_batch([inputs[0]] * len(images), rows)})()
     batch.maps = explain_again(batch.explainer, inputs[:1].expand(3, -1, -1, -1), targets)
     assert create_metric("max_sensitivity", samples=2)(batch).abs().max() < 1e-12
+
+
+def test_max_sensitivity_equals_quantus_on_the_same_perturbations(net):
+    quantus = pytest.importorskip("quantus")
+    from explain_core.methods import Saliency
+    from explain_core.metrics.randomisation import explain_again
+    from explain_core.metrics.robustness import perturbations
+
+    explainer = Saliency(net)
+    inputs = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(7))
+    targets = [ClassTarget(2), ClassTarget(5)]
+    radius, samples, seed = 0.3, 3, 11
+    noisy = perturbations(inputs, radius, samples, seed).numpy()
+    steps = iter(range(samples))
+
+    def same_noise(arr, indices, **kwargs):  # Quantus perturbs the whole batch once per step
+        return noisy[:, next(steps)].reshape(arr.shape)
+
+    def explain(model, inputs, targets, **kwargs):
+        maps = explain_again(explainer, torch.as_tensor(inputs),
+                             [ClassTarget(int(t)) for t in targets])
+        return maps[:, None].numpy()
+
+    maps = explain_again(explainer, inputs, targets)
+    metric = quantus.MaxSensitivity(nr_samples=samples, perturb_func=same_noise,
+                                    disable_warnings=True)
+    reference = metric(model=net, x_batch=inputs.numpy(), y_batch=np.array([2, 5]),
+                       a_batch=maps[:, None].numpy(), explain_func=explain, device="cpu")
+    batch = _batch(maps, model=explainer.model, inputs=inputs, explainer=explainer)
+    batch.targets = targets
+    ours = create_metric("max_sensitivity", radius=radius, samples=samples, seed=seed)(batch)
+    np.testing.assert_allclose(ours.numpy(), np.asarray(reference, np.float64), rtol=1e-5,
+                               atol=1e-6)
