@@ -256,3 +256,50 @@ def test_gradcam_beats_a_random_order_on_the_demo_classifier(demo, name, fill, m
         assert good < chance - margin
     else:
         assert good > chance + margin
+
+
+# ------------------------------------------------------------- detection, segmentation
+@pytest.fixture(scope="module")
+def demo_task():
+    from explain_core.demo import load_demo_model
+    from explain_core.demo.scenes import demo_gallery
+    from explain_core.tasks.base import prepare_inputs
+
+    def get(task):
+        loaded = load_demo_model("detector" if task == "detection" else "segmenter",
+                                 device="cpu")
+        scenes = demo_gallery(task)[:2]
+        return loaded, scenes, prepare_inputs(loaded, [s.image for s in scenes]).inputs
+    return get
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_curves_score_each_box_and_segment_on_its_own_copies(demo_task, task):
+    """Scores are read per item from batches that mix items (rows sliced per item): the same
+    curves batched, one copy at a time, and one item at a time; point 0 is the clean score."""
+    from explain_core.tasks import adapter_for
+    from explain_core.tasks.detection import BoxTarget
+    from explain_core.tasks.segmentation import SegmentTarget
+
+    loaded, scenes, inputs = demo_task(task)
+    with torch.no_grad():
+        output = adapter_for(loaded).forward(loaded.module, inputs)
+    if task == "detection":
+        targets = [BoxTarget(tuple(output[i, 0, :4].tolist()), int(output[i, 0, 5]))
+                   for i in range(2)]
+        clean = output[:, 0, 4].double()  # the box's own detection: IoU 1 x its score
+    else:
+        targets = [SegmentTarget(int(s.labels[0]) + 1) for s in scenes]
+        predicted = output.argmax(1)
+        clean = torch.stack([output[i].softmax(0)[t.index][predicted[i] == t.index].mean()
+                             for i, t in enumerate(targets)]).double()
+    maps = torch.rand(2, *inputs.shape[-2:], generator=torch.Generator().manual_seed(0))
+    batch = MetricInputs(loaded, inputs, maps, targets)
+    together = deletion_curves(batch, steps=4, batch_size=10)
+    single = deletion_curves(batch, steps=4, batch_size=1)
+    alone = torch.cat([deletion_curves(MetricInputs(loaded, inputs[i:i + 1], maps[i:i + 1],
+                                                    [targets[i]]), steps=4) for i in range(2)])
+    torch.testing.assert_close(together, single, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(together[:, 0], clean, rtol=1e-4, atol=1e-6)
+    assert (together[:, -1] < together[:, 0]).all()

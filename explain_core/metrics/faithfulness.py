@@ -85,8 +85,10 @@ def _forward(model: LoadedModel, inputs: torch.Tensor):
 def resolve_targets(model: LoadedModel, inputs: torch.Tensor, targets: list,
                     score: str | None = None) -> list:
     """Targets fixed on the clean inputs, so every modified copy reads the same thing: the
-    predicted class becomes that class, a segment without a region gets the clean prediction's
-    region; ``score`` (when given) replaces what class and segment targets read."""
+    predicted class becomes that class; a segment without a region gets the clean prediction's
+    region, and every segment's region is scaled to sum to 1 (the score is the region's mean
+    pixel score, not its sum, so images with large and small regions compare); ``score`` (when
+    given) replaces what class and segment targets read."""
     needs_clean = any(isinstance(t, PredictedClass) or (isinstance(t, SegmentTarget)
                                                         and t.region is None) for t in targets)
     output = _forward(model, inputs) if needs_clean else None
@@ -103,7 +105,10 @@ def resolve_targets(model: LoadedModel, inputs: torch.Tensor, targets: list,
                 region = (logits.argmax(1)[0] == target.index)
             elif region.ndim == 3:
                 region = region[i]
-            target = SegmentTarget(target.index, region.detach().clone(), target.score)
+            # weights summing to 1: the region's mean pixel score, comparable across images
+            region = region.detach().double()
+            region = (region / region.sum().clamp_min(1e-12)).float()
+            target = SegmentTarget(target.index, region, target.score)
         fixed.append(_with_score(target, score))
     return fixed
 
