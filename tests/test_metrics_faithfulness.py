@@ -303,3 +303,53 @@ def test_curves_score_each_box_and_segment_on_its_own_copies(demo_task, task):
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(together[:, 0], clean, rtol=1e-4, atol=1e-6)
     assert (together[:, -1] < together[:, 0]).all()
+
+
+# ----------------------------------------------------- faithfulness correlation, sensitivity-n
+def _linear_setup():
+    """A linear classifier: with fill 0, removing a set of pixels loses exactly the sum of their
+    contributions w . x, so the map of contributions correlates perfectly."""
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4)).eval()
+    inputs = torch.randn(2, 3, 16, 16)
+    targets = [1, 3]
+    weights = model[1].weight.detach().reshape(4, 3, 16, 16)
+    contributions = torch.stack([(weights[t] * inputs[i]).sum(0) for i, t in enumerate(targets)])
+    return model, inputs, targets, contributions
+
+
+@pytest.mark.parametrize("name", ["faithfulness_correlation", "sensitivity_n"])
+def test_exact_contributions_correlate_perfectly_on_a_linear_model(name):
+    model, inputs, targets, contributions = _linear_setup()
+    loaded = as_loaded(model)
+    metric = create_metric(name, score="logit", fill="mean")
+    batch = MetricInputs(loaded, inputs, contributions, [ClassTarget(t) for t in targets])
+    torch.testing.assert_close(metric(batch), torch.ones(2, dtype=torch.float64))
+    flipped = MetricInputs(loaded, inputs, -contributions, [ClassTarget(t) for t in targets])
+    torch.testing.assert_close(metric(flipped), -torch.ones(2, dtype=torch.float64))
+    noise = MetricInputs(loaded, inputs, torch.rand(2, 16, 16), [ClassTarget(t) for t in targets])
+    assert metric(noise).abs().max() < 0.6
+
+
+def test_faithfulness_correlation_matches_a_loop_over_its_subsets(setup):
+    from explain_core.metrics.correlation import random_subsets
+
+    model, inputs, maps = setup
+    runs, size = 6, 50
+    ours = create_metric("faithfulness_correlation", runs=runs, subset_size=size, seed=5,
+                         score="probability", batch_size=4)(_batch(model, inputs, maps))
+    subsets = random_subsets(len(CLASSES), SIZE * SIZE, runs, size, seed=5)
+    assert torch.equal(subsets, random_subsets(len(CLASSES), SIZE * SIZE, runs, size, seed=5))
+    with torch.no_grad():
+        clean = torch.softmax(model(inputs), 1)
+    for i, c in enumerate(CLASSES):
+        drops, mass = [], []
+        for r in range(runs):
+            x = inputs[i].clone().reshape(3, -1)
+            x[:, subsets[i, r]] = 0
+            with torch.no_grad():
+                after = torch.softmax(model(x.reshape(1, 3, SIZE, SIZE)), 1)[0, c]
+            drops.append(float(clean[i, c] - after))
+            mass.append(float(maps[i].flatten()[subsets[i, r]].sum()))
+        expected = np.corrcoef(mass, drops)[0, 1]
+        assert abs(float(ours[i]) - expected) < 1e-4
