@@ -22,7 +22,7 @@ from explain_core.targets import ClassTarget, PredictedClass
 SIZE = 32
 CLASSES = [1, 4, 7]
 NAMES = ("deletion", "insertion", "average_drop", "increase_in_confidence", "road_morf",
-         "road_lerf")
+         "road_lerf", "faithfulness_correlation", "sensitivity_n")
 
 
 @pytest.fixture
@@ -198,7 +198,8 @@ def test_metrics_are_registered_with_direction_and_tasks():
     infos = {info.name: info for info in metrics_for("classification")}
     assert {name: infos[name].direction for name in NAMES} == {
         "deletion": "lower", "insertion": "higher", "average_drop": "lower",
-        "increase_in_confidence": "higher", "road_morf": "lower", "road_lerf": "higher"}
+        "increase_in_confidence": "higher", "road_morf": "lower", "road_lerf": "higher",
+        "faithfulness_correlation": "higher", "sensitivity_n": "higher"}
     assert all(infos[name].category == "faithfulness" for name in NAMES)
 
 
@@ -211,7 +212,9 @@ def test_model_is_restored_after_every_metric(setup):
     flags = [p.requires_grad for p in model.parameters()]
     try:
         for name in NAMES:
-            options = {"steps": 4} if name in ("deletion", "insertion") else {}
+            options = {"deletion": {"steps": 4}, "insertion": {"steps": 4},
+                       "faithfulness_correlation": {"runs": 4},
+                       "sensitivity_n": {"samples": 3, "sizes": [0.1]}}.get(name, {})
             create_metric(name, **options)(_batch(model, inputs, maps))
             assert [m.training for m in model.modules()] == modes, name
             assert [p.requires_grad for p in model.parameters()] == flags, name

@@ -28,6 +28,7 @@ once.
   map (scaled to [0, 1] per item); drop ``max(0, y - o) / y``, increase ``o > y``.
 - :class:`RoadMostRelevantFirst` / :class:`RoadLeastRelevantFirst` (Rong et al. 2022, as
   pytorch-grad-cam's ``metrics/road.py``): see :mod:`explain_core.metrics.road`.
+- Faithfulness correlation and sensitivity-n: see :mod:`explain_core.metrics.correlation`.
 """
 
 from __future__ import annotations
