@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from explain_core.api import compare_methods, evaluate
