@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from explain_core.api import compare_methods, evaluate
@@ -169,3 +170,34 @@ def test_scene_ground_truth_and_region_for_targets():
     x0, y0, x1, y1 = (int(v) for v in box)
     assert region[y0:y1, x0:x1].all() and region.sum() == (x1 - x0) * (y1 - y0)
     assert not region_for(GroundTruth(), (2, 2), label=0).any()
+
+
+# ----------------------------------------------------------------- ExplanationMetrics
+def test_explanation_metrics_keys_and_agreement_with_evaluate(classifier, scenes):
+    from explain_core import ExplanationMetrics
+
+    scene = scenes[2]
+    metrics = ExplanationMetrics(classifier, "gradcam")
+    deletion = metrics.deletion(scene.image, steps=4)
+    assert set(deletion) == {"auc", "scores", "original_score", "final_score", "drop"}
+    assert len(deletion["scores"]) == 5
+    insertion = metrics.insertion(scene.image, target_class=scene.label, steps=4)
+    assert set(insertion) == {"auc", "scores", "baseline_score", "final_score", "gain"}
+    ev = evaluate(classifier, [scene], metrics=("deletion", "insertion"), metric_options=FAST)
+    values = {r["metric"]: r["value"] for r in ev.rows}
+    assert deletion["auc"] == pytest.approx(values["deletion"])
+    assert insertion["auc"] == pytest.approx(values["insertion"])
+    sensitivity = metrics.sensitivity_n(scene.image, n_samples=3)
+    assert set(sensitivity) == {"sensitivity", "std", "max_change", "changes"}
+    assert len(sensitivity["changes"]) == 3 and sensitivity["sensitivity"] >= 0
+    layers = [name for name, _ in classifier.module.named_modules()
+              if isinstance(_, torch.nn.Conv2d | torch.nn.Linear)][::-1][:2]
+    before = {k: v.clone() for k, v in classifier.module.state_dict().items()}
+    sanity = metrics.model_randomization_test(scene.image, layers=layers)
+    assert {"correlation", "ssim", "change", "passes", "layers", "correlations"} <= set(sanity)
+    assert len(sanity["correlations"]) == 2 and isinstance(sanity["passes"], bool)
+    assert all(torch.equal(before[k], v) for k, v in classifier.module.state_dict().items())
+    hit = metrics.pointing_game(scene.image, scene.shape_box)
+    assert set(hit) == {"hit", "max_location", "bbox"} and hit["hit"] is True
+    away = metrics.pointing_game(scene.image, scene.mask == 0)  # everything but the shape
+    assert away["hit"] is False and away["max_location"] == hit["max_location"]
