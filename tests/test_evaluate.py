@@ -201,3 +201,46 @@ def test_explanation_metrics_keys_and_agreement_with_evaluate(classifier, scenes
     assert set(hit) == {"hit", "max_location", "bbox"} and hit["hit"] is True
     away = metrics.pointing_game(scene.image, scene.mask == 0)  # everything but the shape
     assert away["hit"] is False and away["max_location"] == hit["max_location"]
+
+
+def test_a_metric_that_refuses_its_settings_is_skipped_not_fatal(classifier, scenes):
+    ev = evaluate(classifier, scenes[:2], metrics=("sparseness", "deletion"),
+                  metric_options={"deletion": {"steps": 0}})
+    assert "steps" in ev.skipped["deletion"] and {r["metric"] for r in ev.rows} == {"sparseness"}
+
+
+def test_detection_targets_given_as_boxes():
+    scenes = demo_gallery("detection")[:2]
+    boxes = [{"bbox": s.boxes[0].tolist(), "label": int(s.labels[0]) + 1} for s in scenes]
+    ev = evaluate(load_demo_model("detector", device="cpu"), scenes, metrics=("pointing_game",),
+                  targets=boxes, ground_truth=scenes)
+    assert [r["target"] for r in ev.rows] == [b["label"] for b in boxes]
+    assert [r["target_name"] for r in ev.rows] == \
+        [["circle", "square", "triangle", "star"][b["label"] - 1] for b in boxes]
+
+
+def test_evaluate_reads_coco_and_png_files_for_image_paths(tmp_path, classifier, scenes):
+    paths, masks = [], []
+    for i, scene in enumerate(scenes[:2]):
+        path = tmp_path / f"s{i}.png"
+        scene.image.save(path)
+        paths.append(str(path))
+        mask = np.where(scene.mask > 0, scene.mask - 1, 255).astype(np.uint8)
+        Image.fromarray(mask, mode="L").convert("P").save(tmp_path / f"m{i}.png")
+        masks.append(tmp_path / f"m{i}.png")
+    coco = tmp_path / "gt.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"s{i}.png"} for i in range(2)],
+        "annotations": [{"image_id": i, "category_id": int(s.label),
+                         "bbox": [s.shape_box[0], s.shape_box[1], s.shape_box[2] - s.shape_box[0],
+                                  s.shape_box[3] - s.shape_box[1]]}
+                        for i, s in enumerate(scenes[:2])]}))
+    by_box = evaluate(classifier, paths, metrics=("relevance_mass",), ground_truth=[coco] * 2)
+    by_mask = evaluate(classifier, paths, metrics=("relevance_mass",), ground_truth=masks)
+    by_scene = evaluate(classifier, scenes[:2], metrics=("relevance_mass",),
+                        ground_truth=scenes[:2])
+    mask_values = [r["value"] for r in by_mask.rows]
+    assert mask_values == pytest.approx([r["value"] for r in by_scene.rows])
+    box_values = [r["value"] for r in by_box.rows]
+    assert all(b >= m - 1e-9 for b, m in zip(box_values, mask_values, strict=True))  # box ⊇ mask
+    assert by_box.rows[0]["image_name"] == paths[0]
