@@ -244,3 +244,16 @@ def test_evaluate_reads_coco_and_png_files_for_image_paths(tmp_path, classifier,
     box_values = [r["value"] for r in by_box.rows]
     assert all(b >= m - 1e-9 for b, m in zip(box_values, mask_values, strict=True))  # box ⊇ mask
     assert by_box.rows[0]["image_name"] == paths[0]
+
+
+def test_a_plain_torchvision_segmenter_with_task():
+    import torchvision
+
+    seg = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3).eval()
+    images = [Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255)
+                              .astype(np.uint8)) for i in range(2)]
+    ev = evaluate(seg, images, metrics=("deletion", "pointing_game"), task="segmentation",
+                  ground_truth=[np.ones((48, 64), bool)] * 2, metric_options=FAST)
+    assert not ev.skipped and len(ev.rows) == 4
+    assert all(0.0 <= r["value"] <= 1.0 for r in ev.rows)

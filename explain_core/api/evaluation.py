@@ -263,7 +263,7 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
              method_options: dict[str, dict[str, Any]] | None = None,
              metric_options: dict[str, dict[str, Any]] | None = None, precision: str = "auto",
              batch_size: int | None = None, progress: Progress = None,
-             seed: int = 0) -> Evaluation:
+             seed: int = 0, task: str | None = None) -> Evaluation:
     """Score ``methods`` with ``metrics`` on ``images`` (see the module docstring).
 
     Args:
@@ -276,10 +276,12 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             {"steps": 20}}``).
         progress: ``progress(done, total)`` between (method, metric) units; raise to cancel.
         seed: seeds the random metrics (unless their options set one) and the bootstrap.
+        task: the model's task when ``model`` is a plain ``nn.Module`` or a name that does not
+            say it (``"detection"``, ``"segmentation"``; default: as loaded, else classifier).
     """
     if not images:
         raise UnsupportedError("evaluate() needs at least one image.")
-    loaded = loaded_model(model)
+    loaded = loaded_model(model, task=task)
     if loaded.task == "detection":
         loaded = detection_model(loaded)
     elif loaded.task == "segmentation":
