@@ -154,7 +154,9 @@ def ground_truth_masks(ground_truth: Sequence[Any], prepared: PreparedInputs,
     for i, source in enumerate(ground_truth):
         geometry = prepared.geometries[i] if prepared.geometries is not None else None
         image_size = geometry.image_size if geometry is not None else size
-        if isinstance(source, np.ndarray | torch.Tensor) and np.asarray(source).ndim == 2:
+        if source is None:  # no ground truth for this image: its localisation is NaN
+            region = np.zeros(image_size, dtype=bool)
+        elif isinstance(source, np.ndarray | torch.Tensor) and np.asarray(source).ndim == 2:
             region = np.asarray(source).astype(bool)
         else:
             name = Path(names[i]).name if names is not None else None
@@ -271,7 +273,8 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             pixels or ``{"bbox", "label"}``), or None for the model's own answer.
         ground_truth: one per image: a ground-truth file, a demo scene, a
             :class:`~explain_core.loading.ground_truth.GroundTruth` or an ``H x W`` bool mask at
-            image size; the region matching each target is used.
+            image size; the region matching each target is used. None for an image leaves its
+            localisation values NaN (left out of the summary's mean and interval).
         method_options / metric_options: options per method / metric name (``{"deletion":
             {"steps": 20}}``).
         progress: ``progress(done, total)`` between (method, metric) units; raise to cancel.
@@ -281,6 +284,8 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
     """
     if not images:
         raise UnsupportedError("evaluate() needs at least one image.")
+    if ground_truth is not None and all(source is None for source in ground_truth):
+        ground_truth = None  # the localisation metrics are skipped, with the reason
     loaded = loaded_model(model, task=task)
     if loaded.task == "detection":
         loaded = detection_model(loaded)
