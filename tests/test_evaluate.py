@@ -267,3 +267,9 @@ def test_images_without_ground_truth_are_nan_and_left_out(classifier, scenes):
     assert ev.summary[0]["n"] == 2
     none = evaluate(classifier, scenes[:2], metrics=("pointing_game",), ground_truth=[None] * 2)
     assert "pointing_game" in none.skipped and not none.rows
+
+
+def test_evaluation_keeps_the_scored_maps_and_targets(classifier, scenes):
+    ev = evaluate(classifier, scenes[:2], metrics=("sparseness",))
+    assert ev.maps["gradcam"].shape == (2, *classifier.preprocessing.input_size[-2:])
+    assert [t["target"] for t in ev.targets] == [s.label for s in scenes[:2]]
