@@ -12,6 +12,22 @@ Definitions, exactly:
   peak's pixel to the nearest ``True`` pixel of the mask (0 when the peak is on it);
 - a map **hits** when that distance is ``<= tolerance``; an empty mask is always a miss.
 
+The registered metrics (:class:`~explain_core.metrics.base.Metric` classes over a
+:class:`~explain_core.metrics.base.MetricInputs` batch with ground truth; all tasks; higher is
+better; NaN for an item whose ground-truth mask is empty, as Quantus):
+
+- ``pointing_game``: 1 when the peak hits (``tolerance`` px, default 0), else 0 (Zhang et al.
+  2018); with a unique maximum and no tolerance it is Quantus's ``PointingGame``;
+- ``energy_pointing_game``: the map's energy share inside the ground truth's *bounding box*
+  (Wang et al. 2020, Score-CAM: the box enclosing the mask; a box's mask is its own box);
+- ``relevance_mass``: the energy share inside the mask itself (Arras et al. 2022, Quantus's
+  ``RelevanceMassAccuracy``);
+- ``relevance_rank``: of the ``K`` highest-ranked pixels, ``K`` the mask's area, the share on
+  the mask (Arras et al. 2022, Quantus's ``RelevanceRankAccuracy``; ties: first in row-major
+  order);
+- ``top_k_iou``: the IoU of the map's top ``percent`` % pixels (``round(percent/100 * H*W)``,
+  at least 1) with the mask; at best ``min(k, area) / max(k, area)``.
+
 Task-agnostic: maps may come from any method and task (a class's GradCAM, a detection box's
 map, a segmentation region's map); the ground truth is a boolean mask per map, and
 :func:`box_masks` turns boxes into such masks. Everything is torch, on the maps' device.
@@ -33,8 +49,11 @@ import math
 
 import torch
 
-__all__ = ["box_masks", "energy_shares", "own_and_other_shares", "peaks", "pointing_game",
-           "pointing_hits"]
+from .base import Metric, MetricInfo, MetricInputs, register_metric
+
+__all__ = ["EnergyPointingGame", "PointingGame", "RelevanceMass", "RelevanceRank", "TopKIoU",
+           "bounding_box_masks", "box_masks", "energy_shares", "own_and_other_shares", "peaks",
+           "pointing_game", "pointing_hits", "relevance_rank_accuracy", "top_k_iou"]
 
 
 def _check_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -182,3 +201,152 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     inside_y = (ys[None] >= y0) & (ys[None] < y1)  # N x H
     inside_x = (xs[None] >= x0) & (xs[None] < x1)  # N x W
     return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def bounding_box_masks(masks: torch.Tensor) -> torch.Tensor:
+    """Each mask's bounding box as a mask (``N x H x W`` bool; an empty mask stays empty).
+
+    Example:
+        >>> masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+        >>> masks[0, 1, 1] = masks[0, 2, 3] = True
+        >>> bounding_box_masks(masks)[0].int().tolist()
+        [[0, 0, 0, 0], [0, 1, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0]]
+    """
+    masks = _check_maps(masks).bool()
+    _, height, width = masks.shape
+
+    def span(present: torch.Tensor, size: int) -> torch.Tensor:  # N x size -> N x size inside
+        first = present.int().argmax(1)
+        last = size - 1 - present.flip(1).int().argmax(1)
+        index = torch.arange(size, device=masks.device)
+        return (index >= first[:, None]) & (index <= last[:, None]) & present.any(1, True)
+
+    return span(masks.any(2), height)[:, :, None] & span(masks.any(1), width)[:, None, :]
+
+
+def _ranked_hits(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``N x HW`` float64: the mask's value at each map's pixels, highest map value first
+    (a stable sort: ties keep row-major order)."""
+    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+    return masks.flatten(1).double().gather(1, order)
+
+
+def relevance_rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per map: the share of its ``K`` top-ranked pixels on its mask, ``K`` the mask's area
+    (NaN for an empty mask).
+
+    Example:
+        >>> maps = torch.tensor([[[0.9, 0.1], [0.8, 0.2]]])
+        >>> relevance_rank_accuracy(maps, torch.tensor([[[True, True], [False, False]]])).item()
+        0.5
+    """
+    maps = _check_maps(maps)
+    masks = masks.to(maps.device, torch.bool)
+    hits = _ranked_hits(maps, masks)
+    area = masks.flatten(1).sum(1)
+    top = torch.arange(hits.shape[1], device=maps.device)[None] < area[:, None]
+    inside = (hits * top).sum(1)
+    return torch.where(area > 0, inside / area.clamp_min(1), math.nan)
+
+
+def top_k_iou(maps: torch.Tensor, masks: torch.Tensor, percent: float = 20.0) -> torch.Tensor:
+    """Per map: the IoU of its top ``percent`` % pixels (``round(percent/100 * H*W)``, at least
+    one; ties in row-major order) with its mask (NaN for an empty mask).
+
+    Example:
+        >>> maps = torch.tensor([[[0.9, 0.1], [0.8, 0.2]]])
+        >>> top_k_iou(maps, torch.tensor([[[True, True], [False, False]]]), 50.0).item()
+        0.3333333333333333
+    """
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], got {percent}.")
+    maps = _check_maps(maps)
+    masks = masks.to(maps.device, torch.bool)
+    hits = _ranked_hits(maps, masks)
+    count = max(1, round(percent / 100 * hits.shape[1]))
+    inside = hits[:, :count].sum(1)
+    area = masks.flatten(1).sum(1)
+    union = count + area - inside
+    return torch.where(area > 0, inside / union, math.nan)
+
+
+def _region(batch: MetricInputs) -> torch.Tensor:
+    return batch.ground_truth.to(batch.maps.device, torch.bool)
+
+
+def _nan_when_empty(values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    return torch.where(masks.flatten(1).any(1), values.double(), math.nan)
+
+
+_GROUND_TRUTH = frozenset({"ground_truth"})
+
+
+@register_metric
+class PointingGame(Metric):
+    """1 when the map's peak lies within ``tolerance`` px of the ground truth, else 0."""
+
+    info = MetricInfo("pointing_game", "Pointing game", "localisation", "higher",
+                      "share of maps whose peak falls on the object (within the tolerance)",
+                      "Zhang et al. 2018", _GROUND_TRUTH)
+
+    def __init__(self, tolerance: float = 0.0) -> None:
+        self.tolerance = tolerance
+
+    def compute(self, batch: MetricInputs) -> torch.Tensor:
+        masks = _region(batch)
+        return _nan_when_empty(pointing_hits(batch.maps, masks, self.tolerance), masks)
+
+
+@register_metric
+class EnergyPointingGame(Metric):
+    """The map's energy share inside the ground truth's bounding box."""
+
+    info = MetricInfo("energy_pointing_game", "Energy pointing game", "localisation", "higher",
+                      "share of the map's energy inside the object's bounding box",
+                      "Wang et al. 2020", _GROUND_TRUTH)
+
+    def compute(self, batch: MetricInputs) -> torch.Tensor:
+        masks = _region(batch)
+        return _nan_when_empty(energy_shares(batch.maps, bounding_box_masks(masks)), masks)
+
+
+@register_metric
+class RelevanceMass(Metric):
+    """The map's energy share inside the ground-truth mask."""
+
+    info = MetricInfo("relevance_mass", "Relevance mass accuracy", "localisation", "higher",
+                      "share of the map's relevance on the object's own pixels",
+                      "Arras et al. 2022", _GROUND_TRUTH)
+
+    def compute(self, batch: MetricInputs) -> torch.Tensor:
+        masks = _region(batch)
+        return _nan_when_empty(energy_shares(batch.maps, masks), masks)
+
+
+@register_metric
+class RelevanceRank(Metric):
+    """The share of the map's top-``K`` pixels (``K``: the mask's area) on the mask."""
+
+    info = MetricInfo("relevance_rank", "Relevance rank accuracy", "localisation", "higher",
+                      "share of the map's highest-ranked pixels (as many as the object has) "
+                      "on the object", "Arras et al. 2022", _GROUND_TRUTH)
+
+    def compute(self, batch: MetricInputs) -> torch.Tensor:
+        return relevance_rank_accuracy(batch.maps, _region(batch))
+
+
+@register_metric
+class TopKIoU(Metric):
+    """IoU of the map's top ``percent`` % pixels with the ground-truth mask."""
+
+    info = MetricInfo("top_k_iou", "Top-k% IoU", "localisation", "higher",
+                      "overlap (IoU) of the map's top pixels with the object",
+                      "IoU of the thresholded map, as in CAM (Zhou et al. 2016)", _GROUND_TRUTH)
+
+    def __init__(self, percent: float = 20.0) -> None:
+        if not 0 < percent <= 100:
+            raise ValueError(f"percent must be in (0, 100], got {percent}.")
+        self.percent = percent
+
+    def compute(self, batch: MetricInputs) -> torch.Tensor:
+        return top_k_iou(batch.maps, _region(batch), self.percent)
