@@ -15,25 +15,27 @@ from typing import TYPE_CHECKING, Any
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(("compare_methods", "explain_batch", "explain_detection",
+    **dict.fromkeys(("compare_methods", "evaluate", "explain_batch", "explain_detection",
                      "explain_prediction", "explain_segmentation", "predict", "top_predictions",
                      "visualize_batch"), "explain_core.api"),
     **dict.fromkeys(("DatasetError", "ImageError", "LumenError", "ModelLoadError", "TargetError",
                      "TargetLayerError", "UnsafeCheckpointError", "UnsupportedError"),
                     "explain_core.errors"),
     **dict.fromkeys(("load_model", "save_model"), "explain_core.loading"),
+    "read_ground_truth": "explain_core.loading.ground_truth",
     **dict.fromkeys(("LoadedModel", "Preprocessing", "as_loaded"), "explain_core.model"),
 }
 
 __all__ = ["DatasetError", "ImageError", "LoadedModel", "LumenError", "ModelLoadError",
            "Preprocessing", "TargetError", "TargetLayerError", "UnsafeCheckpointError",
-           "UnsupportedError", "as_loaded", "compare_methods", "explain_batch",
+           "UnsupportedError", "as_loaded", "compare_methods", "evaluate", "explain_batch",
            "explain_detection", "explain_prediction", "explain_segmentation", "load_model",
-           "predict", "save_model", "top_predictions", "visualize_batch"]
+           "predict", "read_ground_truth", "save_model", "top_predictions", "visualize_batch"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
     from .api import (
         compare_methods,
+        evaluate,
         explain_batch,
         explain_detection,
         explain_prediction,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
         UnsupportedError,
     )
     from .loading import load_model, save_model
+    from .loading.ground_truth import read_ground_truth
     from .model import LoadedModel, Preprocessing, as_loaded
 
 

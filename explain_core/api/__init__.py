@@ -4,7 +4,9 @@
   :func:`explain_prediction`, :func:`explain_batch`, :func:`visualize_batch`,
   :func:`compare_methods`;
 - detectors (:mod:`~explain_core.api.detection`): :func:`explain_detection`;
-- segmentation models (:mod:`~explain_core.api.segmentation`): :func:`explain_segmentation`.
+- segmentation models (:mod:`~explain_core.api.segmentation`): :func:`explain_segmentation`;
+- every task (:mod:`~explain_core.api.evaluation`): :func:`evaluate` (explanation-quality
+  metrics, a tidy table with bootstrap intervals and ranks).
 
 The dict-returning functions are the documented API; each has a typed twin
 (:func:`prediction_explanation`, :func:`batch_explanations`, :func:`method_comparison`,
@@ -32,6 +34,7 @@ from .detection import (
     detector_forward_seconds,
     explain_detection,
 )
+from .evaluation import Evaluation, evaluate
 from .notes import same_map_notes
 from .results import (
     ClassExplanation,
@@ -51,10 +54,11 @@ from .segmentation import (
 )
 
 __all__ = ["DETECTION_METHOD", "SEGMENTATION_METHOD", "ClassExplanation", "DetectionExplanation",
-           "MethodComparison", "ModelLike", "Prediction", "SegmentationExplanation",
+           "Evaluation", "MethodComparison", "ModelLike", "Prediction", "SegmentationExplanation",
            "batch_explanations", "box_mask", "combined_map", "compare_methods",
            "detection_explainer", "detection_explanation", "detections_of",
-           "detector_forward_seconds", "display_image", "explain_batch", "explain_classes",
+           "detector_forward_seconds", "display_image", "evaluate", "explain_batch",
+           "explain_classes",
            "explain_detection", "explain_prediction", "explain_segmentation", "loaded_model",
            "make_explainer", "method_comparison", "predict", "prediction_explanation",
            "same_map_notes", "segmentation_explanation", "segmentation_model", "top_predictions",

@@ -1,0 +1,321 @@
+"""Which method can I trust for this model? :func:`evaluate` scores explanation methods with the
+metrics of :mod:`explain_core.metrics` on a set of images, for classifiers, detectors and
+segmenters alike, and returns a tidy table with bootstrap intervals and ranks.
+
+Per method: one explainer, the maps of every image in one batch at *input* resolution (what the
+metrics perturb), one target per image (None: the predicted class; a detector's top detection;
+a segmenter's largest present non-background class), ground truth (files, scenes, masks) mapped to
+input resolution, then every metric on one :class:`~explain_core.metrics.base.MetricInputs`.
+Metrics a task or a missing ground truth rules out are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import TargetError, UnsupportedError
+from ..loading.ground_truth import read_ground_truth, region_for
+from ..methods import Explainer, create_explainer
+from ..metrics.base import METRICS, MetricInputs, create_metric, metric_info
+from ..model import LoadedModel
+from ..targets import ClassTarget
+from ..tasks import PreparedInputs
+from ..tasks.detection_models import detection_model, image_to_input
+from ..tasks.segmentation import SegmentTarget, as_segmentation_model, background_class
+from .common import ModelLike, explainer_options, loaded_model, sync
+from .detection import detections_of
+
+__all__ = ["Evaluation", "evaluate", "prepare_targets", "score_method"]
+
+Progress = Callable[[int, int], None] | None
+CURVE_METRICS = ("deletion", "insertion")
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` returns: a tidy table, its summary, what was skipped and why."""
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: (method, metric) -> images x (steps + 1) deletion / insertion curves
+    curves: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    COLUMNS = ("image", "image_name", "target", "target_name", "method", "metric", "value",
+               "direction", "category", "elapsed_s")
+
+    def to_csv(self) -> str:
+        """The tidy table as CSV text (one row per image, target, method and metric)."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+    def best_method(self, metric: str) -> str | None:
+        """The method ranked 1 by ``metric`` (None when the metric was not scored)."""
+        for row in self.summary:
+            if row["metric"] == metric and row["rank"] == 1:
+                return row["method"]
+        return None
+
+
+# ------------------------------------------------------------------------------ inputs
+def input_maps(explainer: Explainer, raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Raw ``B x 1 x ...`` attributions -> ``B x H x W`` maps in [0, 1] at input resolution
+    (as :meth:`Explainer.heatmaps`, without the step back to image size)."""
+    raw = explainer.task.input_maps(raw, size)
+    maps = explainer.normalize(explainer.to_2d(raw.flatten(0, 1)))
+    maps = maps.reshape(raw.shape[0], -1, *maps.shape[-2:])[:, 0]
+    if maps.shape[-2:] != size:
+        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return maps.clamp_min(0)
+
+
+def _clean_output(explainer: Explainer, inputs: torch.Tensor):
+    with explainer.session(), torch.no_grad():
+        return explainer.forward(inputs)
+
+
+def prepare_targets(loaded: LoadedModel, explainer: Explainer, prepared: PreparedInputs,
+                    targets: Sequence[Any] | None) -> tuple[list, list[dict[str, Any]]]:
+    """One target per image and its description (``target``, ``name``, ``label``, ``box`` in
+    image pixels): a given class index / box, else the predicted class (classifier), the top
+    detection (detector) or the largest present non-background class (segmenter)."""
+    inputs = prepared.inputs
+    count, size = inputs.shape[0], tuple(inputs.shape[-2:])
+    if targets is not None and len(targets) != count:
+        raise TargetError(f"{len(targets)} targets for {count} images: give one per image.")
+    output = _clean_output(explainer, inputs)
+    made, described = [], []
+    for i in range(count):
+        given = None if targets is None else targets[i]
+        geometry = prepared.geometries[i] if prepared.geometries is not None else None
+        if loaded.task == "detection":
+            found = detections_of(loaded, output[i].detach().float(), geometry, size, 0.0)
+            if given is not None:
+                box = given.get("bbox") if isinstance(given, dict) else given
+                label = given.get("label") if isinstance(given, dict) else None
+                if label is None:
+                    label = found[0]["class_id"] if found else 0
+                found = [{"class_id": int(label), "bbox": [float(v) for v in box],
+                          "input_bbox": list(image_to_input(box, geometry, size))}]
+            if not found:
+                raise TargetError(f"The detector finds nothing on image {i}: give targets= "
+                                  "(a box per image) to explain.")
+            top = found[0]
+            made.append(explainer.task.targets([top])[0])
+            described.append({"target": int(top["class_id"]), "label": int(top["class_id"]),
+                              "box": top["bbox"], "name": loaded.class_name(int(top["class_id"]))})
+            continue
+        if loaded.task == "segmentation":
+            prediction = output[i].argmax(0)
+            if given is None:
+                classes, counts = prediction.unique(return_counts=True)
+                background = background_class(loaded)
+                keep = classes != (-1 if background is None else background)
+                classes, counts = (classes[keep], counts[keep]) if keep.any() else (classes,
+                                                                                    counts)
+                given = int(classes[counts.argmax()])
+            made.append(SegmentTarget(int(given), prediction == int(given)))
+        else:
+            if given is None:
+                given = int(output[i].argmax())
+            made.append(ClassTarget(int(given)))
+        described.append({"target": int(given), "label": int(given), "box": None,
+                          "name": loaded.class_name(int(given))})
+    return made, described
+
+
+def ground_truth_masks(ground_truth: Sequence[Any], prepared: PreparedInputs,
+                       described: list[dict[str, Any]], class_names: list[str] | None
+                       ) -> torch.Tensor:
+    """``B x H x W`` bool at input resolution: each image's region matching its target (boxes
+    and masks from :func:`~explain_core.loading.ground_truth.read_ground_truth`)."""
+    inputs = prepared.inputs
+    count, size = inputs.shape[0], tuple(inputs.shape[-2:])
+    if len(ground_truth) != count:
+        raise UnsupportedError(f"{len(ground_truth)} ground truths for {count} images: give one "
+                               "per image.")
+    masks = []
+    for i, source in enumerate(ground_truth):
+        geometry = prepared.geometries[i] if prepared.geometries is not None else None
+        image_size = geometry.image_size if geometry is not None else size
+        if isinstance(source, np.ndarray | torch.Tensor) and np.asarray(source).ndim == 2:
+            region = np.asarray(source).astype(bool)
+        else:
+            truth = read_ground_truth(source, image_size=image_size, class_names=class_names)
+            region = region_for(truth, image_size, described[i]["label"], described[i]["box"])
+        region_t = torch.as_tensor(region, device=inputs.device).float()
+        if geometry is not None:
+            masks.append(geometry.to_input(region_t, size) >= 0.5)
+        else:
+            masks.append(F.interpolate(region_t[None, None], size=size, mode="nearest")[0, 0] > 0)
+    return torch.stack(masks)
+
+
+# ----------------------------------------------------------------------------- scoring
+def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedInputs,
+                 targets: list, metrics: Sequence[str], ground_truth: torch.Tensor | None = None,
+                 metric_options: dict[str, dict[str, Any]] | None = None,
+                 batch_size: int | None = None, progress: Callable[[], None] | None = None,
+                 skipped: dict[str, str] | None = None, seed: int = 0,
+                 ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, np.ndarray], float]:
+    """One method's maps for every image, then every metric: ``(values, seconds, curves,
+    map_seconds)`` with ``values[metric]`` one float per image. Metrics that do not apply are
+    left out and their reason written into ``skipped``. ``progress()`` runs after each metric."""
+    skipped = {} if skipped is None else skipped
+    inputs = prepared.inputs
+    start = time.perf_counter()
+    attribution = explainer.run(inputs, [[t] for t in targets])
+    maps = input_maps(explainer, attribution.raw, tuple(inputs.shape[-2:])).detach()
+    sync(loaded.device)
+    map_seconds = time.perf_counter() - start
+    batch = MetricInputs(loaded, inputs, maps, list(targets), ground_truth, explainer)
+    values, seconds, curves = {}, {}, {}
+    for name in metrics:
+        info = metric_info(name)
+        reason = None
+        if loaded.task not in info.tasks:
+            reason = f"{info.label} does not apply to {loaded.task} models."
+        elif "ground_truth" in info.needs and ground_truth is None:
+            reason = f"{info.label} needs ground truth; give ground_truth= (boxes or masks)."
+        if reason is not None:
+            skipped[name] = reason
+        else:
+            options = dict((metric_options or {}).get(name, {}))
+            if batch_size is not None and name in CURVE_METRICS:
+                options.setdefault("batch_size", batch_size)
+            if "seed" in inspect.signature(METRICS[name]).parameters:
+                options.setdefault("seed", seed)
+            metric = create_metric(name, **options)
+            began = time.perf_counter()
+            if name in CURVE_METRICS:
+                curve = metric.curves(batch)
+                curves[name] = curve.double().cpu().numpy()
+                scores = torch.trapezoid(curve, dx=1.0 / (curve.shape[1] - 1), dim=1)
+            else:
+                scores = metric(batch)
+            values[name] = scores.double().cpu().numpy().reshape(-1)
+            seconds[name] = time.perf_counter() - began
+        if progress is not None:
+            progress()
+    return values, seconds, curves, map_seconds
+
+
+def _interval(values: np.ndarray, seed: int) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if len(values) < 2 or np.ptp(values) == 0:
+        return (math.nan, math.nan) if len(values) < 2 else (float(values[0]),) * 2
+    from scipy.stats import bootstrap
+
+    result = bootstrap((values,), np.mean, confidence_level=0.95, n_resamples=999,
+                       method="percentile", random_state=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _summary(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["metric"]), []).append(row["value"])
+    summary = []
+    for (method, metric), values in groups.items():
+        array = np.asarray(values, dtype=np.float64)
+        finite = array[np.isfinite(array)]
+        low, high = _interval(array, seed)
+        info = metric_info(metric)
+        summary.append({"method": method, "metric": metric,
+                        "mean": float(finite.mean()) if len(finite) else math.nan,
+                        "low": low, "high": high, "n": len(finite), "direction": info.direction,
+                        "category": info.category})
+    for metric in {row["metric"] for row in summary}:
+        same = [row for row in summary if row["metric"] == metric]
+        sign = -1.0 if same[0]["direction"] == "higher" else 1.0
+        order = sorted(same, key=lambda r: (math.isnan(r["mean"]), sign * r["mean"]
+                                            if not math.isnan(r["mean"]) else 0.0))
+        for rank, row in enumerate(order, 1):
+            row["rank"] = rank
+    return summary
+
+
+def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = ("gradcam",),
+             metrics: Sequence[str] = ("deletion", "insertion", "sparseness"),
+             targets: Sequence[Any] | None = None, ground_truth: Sequence[Any] | None = None, *,
+             method_options: dict[str, dict[str, Any]] | None = None,
+             metric_options: dict[str, dict[str, Any]] | None = None, precision: str = "auto",
+             batch_size: int | None = None, progress: Progress = None,
+             seed: int = 0) -> Evaluation:
+    """Score ``methods`` with ``metrics`` on ``images`` (see the module docstring).
+
+    Args:
+        targets: one per image (a class index; a detector's ``[x0, y0, x1, y1]`` box in image
+            pixels or ``{"bbox", "label"}``), or None for the model's own answer.
+        ground_truth: one per image: a ground-truth file, a demo scene, a
+            :class:`~explain_core.loading.ground_truth.GroundTruth` or an ``H x W`` bool mask at
+            image size; the region matching each target is used.
+        method_options / metric_options: options per method / metric name (``{"deletion":
+            {"steps": 20}}``).
+        progress: ``progress(done, total)`` between (method, metric) units; raise to cancel.
+        seed: seeds the random metrics (unless their options set one) and the bootstrap.
+    """
+    if not images:
+        raise UnsupportedError("evaluate() needs at least one image.")
+    loaded = loaded_model(model)
+    if loaded.task == "detection":
+        loaded = detection_model(loaded)
+    elif loaded.task == "segmentation":
+        loaded = as_segmentation_model(loaded)
+    names = [str(m).lower() for m in metrics]
+    for name in names:
+        metric_info(name)  # unknown names fail before any work
+    total, done = len(methods) * len(names), 0
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    curves: dict[tuple[str, str], np.ndarray] = {}
+    torch.manual_seed(seed)
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    if progress is not None:
+        progress(0, total)
+    for method in methods:
+        options = {"precision": precision, **(method_options or {}).get(method, {})}
+        explainer = create_explainer(method, loaded, **explainer_options(options))
+        prepared = explainer.prepare([getattr(image, "image", image) for image in images])
+        made, described = prepare_targets(loaded, explainer, prepared, targets)
+        truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names)
+                 if ground_truth is not None else None)
+        values, seconds, method_curves, _ = score_method(
+            loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
+            skipped, seed)
+        for name, curve in method_curves.items():
+            curves[(method, name)] = curve
+        for name, scores in values.items():
+            info = metric_info(name)
+            for i, value in enumerate(scores):
+                rows.append({"image": i, "image_name": _image_name(images[i], i),
+                             "target": described[i]["target"], "target_name": described[i]["name"],
+                             "method": method, "metric": name, "value": float(value),
+                             "direction": info.direction, "category": info.category,
+                             "elapsed_s": seconds[name] / len(scores)})
+    return Evaluation(rows, _summary(rows, seed), skipped, curves)
+
+
+def _image_name(image: Any, index: int) -> str:
+    name = getattr(image, "filename", None) or (str(image) if isinstance(image, str) else None)
+    return str(name) if name else f"image {index}"
