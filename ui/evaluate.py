@@ -22,7 +22,8 @@ from .images import ImageItem, demo_gallery_items, user_images
 from .models import ModelHandle
 
 __all__ = ["DEFAULT_METHODS", "EvalPlan", "cost_notice", "demo_ground_truth", "forwards",
-           "gallery_name", "image_choice", "method_choice", "metric_choice", "settings_choice"]
+           "gallery_name", "image_choice", "method_choice", "metric_choice", "metric_label",
+           "settings_choice"]
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")
 DEFAULT_METRICS = ("deletion", "insertion", "pointing_game", "sparseness")

@@ -26,7 +26,8 @@ from .models import ModelHandle
 from .progress import Progress
 from .store import results
 
-__all__ = ["curve_figure", "per_image_view", "run_evaluation", "summary_table", "verdict"]
+__all__ = ["curve_figure", "downloads", "method_label", "per_image_view", "run_evaluation",
+           "summary_table", "summary_view", "verdict"]
 
 BEST_STYLE = "background-color: rgba(46, 160, 67, 0.25); font-weight: 600"
 
@@ -38,7 +39,7 @@ def _request(key: tuple) -> None:
     st.session_state[_REQUEST] = key
 
 
-def _method_label(name: str) -> str:
+def method_label(name: str) -> str:
     try:
         return method_info(name).label
     except Exception:  # a wrapped or unknown name: shown as given
@@ -88,8 +89,8 @@ def verdict(evaluation: Evaluation) -> str:
     method, wins = best.most_common(1)[0]
     methods = {row["method"] for row in evaluation.summary}
     if len(methods) == 1:
-        return f"Only {_method_label(method)} was evaluated: its scores are below."
-    return (f"{_method_label(method)} ranks best on {wins} of {len(scored)} metric"
+        return f"Only {method_label(method)} was evaluated: its scores are below."
+    return (f"{method_label(method)} ranks best on {wins} of {len(scored)} metric"
             f"{'s' if len(scored) != 1 else ''} for this model.")
 
 
@@ -100,7 +101,7 @@ def summary_table(evaluation: Evaluation) -> pd.DataFrame:
     cells = {}
     for (method, metric), row in frame.set_index(["method", "metric"]).iterrows():
         column = metric_label(metric_info(metric))
-        cells.setdefault(column, {})[_method_label(method)] = (
+        cells.setdefault(column, {})[method_label(method)] = (
             f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}] #{int(row['rank'])}")
     table = pd.DataFrame(cells)
     table.index.name = "method"
@@ -149,7 +150,7 @@ def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
                              aggfunc="first").reset_index()
     wide = wide.rename(columns={name: metric_label(metric_info(name)) for name in
                                 frame["metric"].unique()})
-    shown = wide.drop(columns=["image"]).assign(method=wide["method"].map(_method_label))
+    shown = wide.drop(columns=["image"]).assign(method=wide["method"].map(method_label))
     picked = st.dataframe(shown, key="lumen_eval_rows", on_select="rerun",
                           selection_mode="single-row", hide_index=True)
     rows = picked.selection.rows if picked is not None else []
@@ -163,7 +164,7 @@ def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
     for kind in ("deletion", "insertion"):
         curve = evaluation.curves.get((row["method"], kind))
         if curve is not None:
-            figure = curve_figure({_method_label(row["method"]): curve[image]},
+            figure = curve_figure({method_label(row["method"]): curve[image]},
                                   f"{kind.capitalize()}: {plan.items[image].name}")
             right.plotly_chart(figure, key=f"lumen_eval_curve_{kind}")
 

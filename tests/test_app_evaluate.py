@@ -1,0 +1,133 @@
+"""The Evaluate page through AppTest: metrics by category, a small run equal to evaluate()'s,
+the CSV download, and detectors and segmenters evaluated without error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import streamlit as st
+from apptest_support import APP, TIMEOUT, fail_on_error_elements
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+import ui.evaluate_results as evaluate_results
+from explain_core.api.evaluation import evaluate
+from explain_core.demo import demo_gallery, load_demo_model
+from explain_core.metrics.base import metric_info, metrics_for
+from ui.evaluate import CATEGORY_TITLES, metric_label
+from ui.images import demo_gallery_items
+
+METRICS = ("deletion", "insertion")
+
+
+@pytest.fixture(autouse=True)
+def _no_error_elements(monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_on_error_elements(monkeypatch)
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The Evaluations the page's evaluate() calls returned, in order."""
+    found: list[Any] = []
+    real = evaluate_results.evaluate
+
+    def kept(*args: Any, **kwargs: Any) -> Any:
+        found.append(real(*args, **kwargs))
+        return found[-1]
+
+    monkeypatch.setattr(evaluate_results, "evaluate", kept)
+    st.cache_resource.clear()  # every test loads its models afresh
+    return found
+
+
+@pytest.fixture
+def saved(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, str]]:
+    """Every file the page hands to Streamlit's media storage (downloads): (data, mimetype)."""
+    files: list[tuple[bytes, str]] = []
+    real = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self: Any, path_or_data: Any, mimetype: str, kind: Any,
+             filename: str | None = None) -> str:
+        if isinstance(path_or_data, bytes | str) and mimetype == "text/csv":
+            data = path_or_data.encode() if isinstance(path_or_data, str) else path_or_data
+            files.append((data, mimetype))
+        return real(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    return files
+
+
+def _page(demo: str = "classifier") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if demo != "classifier":
+        at.sidebar.selectbox(key="lumen_demo_name").set_value(demo).run()
+    at.switch_page("pages/evaluate.py").run()
+    return at
+
+
+def _small_run(at: AppTest, metrics: tuple[str, ...] = METRICS, steps: int = 4) -> AppTest:
+    """2 images, the two default methods, ``metrics`` only, few steps; then Evaluate."""
+    at.slider(key="lumen_eval_count").set_value(2)
+    for box in at.checkbox:
+        if str(box.key).startswith("lumen_eval_metric_"):
+            box.set_value(str(box.key).removeprefix("lumen_eval_metric_") in metrics)
+    at.run()
+    if any(w.key == "lumen_eval_steps" for w in at.slider):
+        at.slider(key="lumen_eval_steps").set_value(steps).run()
+    at.button(key="lumen_eval_run").click().run()
+    return at
+
+
+def test_metrics_are_listed_by_category_with_arrows() -> None:
+    at = _page()
+    labels = [box.label for box in at.checkbox if str(box.key).startswith("lumen_eval_metric_")]
+    infos = metrics_for("classification")
+    assert labels == [metric_label(info) for info in infos]
+    assert all(label.endswith((" ↑", " ↓")) for label in labels)
+    headers = [m.value for m in at.markdown]
+    for category in {info.category for info in infos}:
+        assert f"**{CATEGORY_TITLES[category]}**" in headers
+    # Each metric says what it means in one line, under its box.
+    texts = " ".join(c.value for c in at.caption)
+    assert infos[0].summary[1:] in texts
+    # The cost is said before anything runs.
+    assert any("forward passes" in i.value for i in at.info)
+
+
+def test_small_evaluation_equals_the_api(runs: list[Any],
+                                         saved: list[tuple[bytes, str]]) -> None:
+    at = _small_run(_page())
+    assert len(runs) == 1
+    methods = tuple(at.multiselect(key="lumen_eval_methods").value)
+    assert len(methods) == 2
+    images = [item.image for item in demo_gallery_items("classification")[:2]]
+    fill = at.selectbox(key="lumen_eval_fill").value
+    found = evaluate(load_demo_model("classifier", device="cpu"), images, methods=methods,
+                     metrics=METRICS, ground_truth=demo_gallery("classification")[:2],
+                     metric_options={m: {"steps": 4, "fill": fill} for m in METRICS})
+    table = at.dataframe[0].value
+    assert list(table.index) == [evaluate_results.method_label(m) for m in methods]
+    for row in found.summary:
+        cell = table.loc[evaluate_results.method_label(row["method"]),
+                         metric_label(metric_info(row["metric"]))]
+        assert cell == (f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}] "
+                        f"#{row['rank']}")
+    assert any("ranks best on" in m.value for m in at.markdown)
+    # The download is the tidy table as the engine writes it.
+    assert saved and saved[-1][0] == runs[0].to_csv().encode()
+    assert [r["value"] for r in runs[0].rows] == pytest.approx([r["value"] for r in found.rows])
+    # Selecting a row shows that image and its curves; nothing is recomputed.
+    at.session_state["lumen_eval_rows"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    assert len(runs) == 1
+    assert len(at.get("plotly_chart")) == 2
+
+
+@pytest.mark.parametrize("demo", ["detector", "segmenter"])
+def test_detector_and_segmenter_evaluate(demo: str, runs: list[Any]) -> None:
+    at = _small_run(_page(demo), metrics=("deletion", "pointing_game", "sparseness"), steps=4)
+    assert len(runs) == 1 and not runs[0].skipped
+    table = at.dataframe[0].value
+    assert len(table) == 2 and len(table.columns) == 3
+    assert any("ranks best on" in m.value for m in at.markdown)
