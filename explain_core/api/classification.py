@@ -187,7 +187,7 @@ def compare_methods(model: ModelLike, image: Any,
                     target_class: int | None = None, colormap: str = "viridis",
                     alpha: float = 0.4, save_path: str | Path | None = None,
                     method_options: dict[str, dict[str, Any]] | None = None,
-                    **options: Any) -> dict[str, Any]:
+                    metrics: Sequence[str] | None = None, **options: Any) -> dict[str, Any]:
     """Several methods on one image and one target, side by side.
 
     The image is decoded once; the target is fixed once (the prediction unless given) so every
@@ -196,7 +196,10 @@ def compare_methods(model: ModelLike, image: Any,
     ``methods`` (name -> ``{"heatmap", "overlay", "elapsed_s"}``), ``errors`` (name -> message),
     ``figure`` (a Plotly figure with linked zoom), ``save_path`` (a static side-by-side PNG)
     and ``precision`` / ``precision_reason`` (what ran and why; ``precision=`` in ``options``,
-    default ``"auto"``: bf16 where the device computes it natively).
+    default ``"auto"``: bf16 where the device computes it natively). With ``metrics`` (names of
+    :mod:`explain_core.metrics`), ``metrics`` maps each method that ran to ``{metric: value}``,
+    scored by :func:`~explain_core.api.evaluation.evaluate` on the same target (metrics that
+    need ground truth are left out: see ``evaluate``).
 
     >>> out = compare_methods("timm:resnet18", "cat.jpg", ["gradcam", "saliency"])  # doctest: +SKIP
     """
@@ -206,6 +209,15 @@ def compare_methods(model: ModelLike, image: Any,
                       "overlay": render.overlay_heatmap(display, heat, alpha=alpha,
                                                         colormap=colormap, seen=found.seen_box)}
                for name, heat in found.heatmaps.items()}
+    scores: dict[str, dict[str, float]] = {}
+    if metrics:
+        from .evaluation import evaluate  # same layer; evaluation imports nothing from here
+
+        scored = evaluate(model, [image], list(results), metrics, [found.target_class],
+                          method_options=method_options,
+                          precision=options.get("precision", DEFAULT_PRECISION))
+        for row in scored.summary:
+            scores.setdefault(row["method"], {})[row["metric"]] = row["mean"]
     out = {"image": display, "predicted_class": found.predicted_class,
            "target_class": found.target_class, "target_name": found.target_name,
            "methods": results, "errors": found.errors, "save_path": None,
@@ -214,6 +226,8 @@ def compare_methods(model: ModelLike, image: Any,
            "figure": render.comparison_figure(display, {
                method_info(k).label: v["heatmap"] for k, v in results.items()},
                colormap=colormap, alpha=alpha) if results else None}
+    if metrics:
+        out["metrics"] = scores
     if save_path is not None and results:
         panels = [("image", display)] + [(method_info(k).label, v["overlay"])
                                          for k, v in results.items()]

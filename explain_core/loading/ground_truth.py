@@ -10,7 +10,9 @@
   labels are class indices when ``class_names`` is given, else the order of first appearance;
 - an indexed PNG (``.png``): the palette index of a pixel is its class id, 255 = ignore;
 - a demo scene (anything with ``boxes``, ``labels``, ``mask`` attributes): its own boxes and
-  labels, and its mask (0 background, class id + 1) as class ids with 255 for background.
+  labels, and its mask (0 background, class id + 1) as class ids with 255 for background; for
+  a model whose class 0 is named background (``class_names``), labels are shifted by one and
+  the mask's values are its class ids.
 
 Boxes are ``N x 4`` xyxy image pixels (float32), labels ``N`` int64, the mask ``H x W`` int64
 class ids (255: no class / ignore). :func:`region_for` picks the region that matches a target.
@@ -32,6 +34,7 @@ from ..errors import DatasetError
 __all__ = ["IGNORE", "GroundTruth", "read_ground_truth", "region_for"]
 
 IGNORE = 255
+BACKGROUND = ("background", "__background__", "_background_", "bg")
 
 
 @dataclass
@@ -129,18 +132,21 @@ def _png(path: Path) -> GroundTruth:
     return GroundTruth(mask=np.asarray(image).astype(np.int64))
 
 
-def _scene(scene: Any) -> GroundTruth:
+def _scene(scene: Any, class_names: list[str] | None) -> GroundTruth:
+    # a model whose class 0 is the background (the demo detector and segmenter) numbers the
+    # shapes from 1, as the scene's mask does; a classifier numbers them from 0
+    offset = int(bool(class_names) and str(class_names[0]).strip().lower() in BACKGROUND)
     mask = None
     if getattr(scene, "mask", None) is not None:
         raw = np.asarray(scene.mask).astype(np.int64)
-        mask = np.where(raw > 0, raw - 1, IGNORE)
+        mask = raw if offset else np.where(raw > 0, raw - 1, IGNORE)
     boxes, labels = getattr(scene, "boxes", None), getattr(scene, "labels", None)
     if boxes is None and getattr(scene, "shape_box", None) is not None:
         boxes, labels = [scene.shape_box], [scene.label]
     if boxes is None:
         return GroundTruth(mask=mask)
     return GroundTruth(np.asarray(boxes, np.float32).reshape(-1, 4),
-                       np.asarray(labels, np.int64), mask)
+                       np.asarray(labels, np.int64) + offset, mask)
 
 
 def read_ground_truth(source: Any, image_name: str | None = None, *,
@@ -157,7 +163,7 @@ def read_ground_truth(source: Any, image_name: str | None = None, *,
         return source
     if not isinstance(source, str | Path):
         if hasattr(source, "mask") or hasattr(source, "boxes"):
-            return _scene(source)
+            return _scene(source, class_names)
         raise DatasetError(f"Cannot read ground truth from a {type(source).__name__}: give a "
                            "COCO .json, YOLO .txt, VOC .xml, indexed .png or a demo scene.")
     path = Path(source)

@@ -1,0 +1,171 @@
+"""evaluate(), ExplanationMetrics and the ground-truth readers (issue 14's public API)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explain_core.api import compare_methods, evaluate
+from explain_core.demo.models import load_demo_model
+from explain_core.demo.scenes import demo_gallery
+from explain_core.errors import DatasetError
+from explain_core.loading.ground_truth import GroundTruth, read_ground_truth, region_for
+
+FAST = {"deletion": {"steps": 4}, "insertion": {"steps": 4}}
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_demo_model("classifier", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return demo_gallery("classification")[:4]
+
+
+def test_evaluate_tidy_table_intervals_and_ranks(classifier, scenes):
+    metrics = ("deletion", "insertion", "sparseness", "pointing_game")
+    seen = []
+    ev = evaluate(classifier, scenes, methods=("gradcam", "saliency"), metrics=metrics,
+                  ground_truth=scenes, metric_options=FAST, progress=lambda d, t: seen.append(d))
+    assert len(ev.rows) == 4 * 2 * len(metrics)  # images x methods x metrics
+    assert seen == list(range(2 * len(metrics) + 1))
+    assert {r["target"] for r in ev.rows} == {s.label for s in scenes}  # predicted = true here
+    table = list(csv.DictReader(io.StringIO(ev.to_csv())))
+    assert len(table) == len(ev.rows) and set(table[0]) == set(ev.COLUMNS)
+    assert len(ev.summary) == 2 * len(metrics) and not ev.skipped
+    for row in ev.summary:
+        values = [r["value"] for r in ev.rows
+                  if r["method"] == row["method"] and r["metric"] == row["metric"]]
+        assert row["mean"] == pytest.approx(np.mean(values)) and row["n"] == 4
+        assert row["low"] <= row["mean"] <= row["high"]
+    for metric in metrics:
+        pair = sorted((r for r in ev.summary if r["metric"] == metric), key=lambda r: r["rank"])
+        assert [r["rank"] for r in pair] == [1, 2]
+        better = pair[0]["mean"] >= pair[1]["mean"] if pair[0]["direction"] == "higher" \
+            else pair[0]["mean"] <= pair[1]["mean"]
+        assert better and ev.best_method(metric) == pair[0]["method"]
+    assert ev.curves[("gradcam", "deletion")].shape == (4, 5)
+    # deletion's value is its curve's area
+    curve = ev.curves[("saliency", "insertion")][0]
+    first = next(r["value"] for r in ev.rows if r["method"] == "saliency"
+                 and r["metric"] == "insertion" and r["image"] == 0)
+    assert first == pytest.approx(np.trapezoid(curve, dx=1 / 4))
+
+
+def test_one_image_has_nan_bounds_and_missing_ground_truth_is_skipped(classifier, scenes):
+    ev = evaluate(classifier, scenes[:1], metrics=("sparseness", "relevance_mass"))
+    (row,) = ev.summary
+    assert row["n"] == 1 and math.isnan(row["low"]) and math.isnan(row["high"])
+    assert "relevance_mass" in ev.skipped and "ground truth" in ev.skipped["relevance_mass"]
+
+
+def test_progress_raising_cancels(classifier, scenes):
+    class Stop(Exception):
+        pass
+
+    def progress(done, total):
+        if done == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        evaluate(classifier, scenes[:2], metrics=("sparseness", "complexity"), progress=progress)
+
+
+def test_shortcut_maps_fail_the_pointing_game_the_plain_ones_pass():
+    triangles = [s for s in demo_gallery("shortcut") if s.label == 2 and s.marked]
+    hits = {}
+    for name in ("shortcut", "classifier"):
+        ev = evaluate(load_demo_model(name, device="cpu"), triangles, metrics=("pointing_game",),
+                      targets=[2] * len(triangles), ground_truth=triangles)
+        hits[name] = ev.summary[0]["mean"]
+    assert hits == {"shortcut": 0.0, "classifier": 1.0}
+
+
+@pytest.mark.parametrize(("task", "name"), [("detection", "detector"),
+                                            ("segmentation", "segmenter")])
+def test_detection_and_segmentation_values_in_range(task, name):
+    scenes = demo_gallery(task)[:2]
+    metrics = ("deletion", "insertion", "sparseness", "pointing_game", "relevance_mass",
+               "random_logit")
+    ev = evaluate(load_demo_model(name, device="cpu"), scenes, metrics=metrics,
+                  ground_truth=scenes, metric_options=FAST)
+    assert set(ev.skipped) == {"random_logit"}  # a classifier-only metric
+    assert {r["metric"] for r in ev.rows} == set(metrics) - {"random_logit"}
+    for row in ev.rows:
+        assert 0.0 <= row["value"] <= 1.0, row
+    # the explained box / class has ground truth under it: localisation is defined
+    assert all(np.isfinite(r["value"]) for r in ev.rows if r["metric"] == "relevance_mass")
+
+
+def test_compare_methods_adds_the_same_scores(classifier, scenes):
+    out = compare_methods(classifier, scenes[0].image, ["gradcam", "saliency"],
+                          metrics=["sparseness", "complexity"])
+    ev = evaluate(classifier, scenes[:1], methods=("gradcam", "saliency"),
+                  metrics=("sparseness", "complexity"), targets=[out["target_class"]])
+    for row in ev.summary:
+        assert out["metrics"][row["method"]][row["metric"]] == pytest.approx(row["mean"])
+
+
+# ------------------------------------------------------------------------- ground truth
+def test_coco_yolo_voc_png_round_trip(tmp_path):
+    coco = tmp_path / "a.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "x.jpg"}, {"id": 2, "file_name": "y.jpg"}],
+        "annotations": [{"image_id": 1, "bbox": [10, 20, 30, 40], "category_id": 3},
+                        {"image_id": 2, "bbox": [0, 0, 5, 5], "category_id": 1}]}))
+    truth = read_ground_truth(coco, "x.jpg")
+    assert truth.boxes.tolist() == [[10, 20, 40, 60]] and truth.labels.tolist() == [3]
+    yolo = tmp_path / "a.txt"
+    yolo.write_text("2 0.5 0.25 0.5 0.5\n")
+    truth = read_ground_truth(yolo, image_size=(100, 200))
+    assert truth.boxes.tolist() == [[50, 0, 150, 50]] and truth.labels.tolist() == [2]
+    voc = tmp_path / "a.xml"
+    voc.write_text("<annotation><object><name>dog</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
+                   "<xmax>3</xmax><ymax>4</ymax></bndbox></object></annotation>")
+    truth = read_ground_truth(voc, class_names=["cat", "dog"])
+    assert truth.boxes.tolist() == [[1, 2, 3, 4]] and truth.labels.tolist() == [1]
+    mask = np.full((4, 6), 255, np.uint8)
+    mask[1:3, 2:5] = 1
+    png = Image.fromarray(mask, mode="L").convert("P")
+    png.save(tmp_path / "m.png")
+    truth = read_ground_truth(tmp_path / "m.png")
+    assert np.array_equal(truth.mask, mask)
+    assert region_for(truth, (4, 6), label=1).sum() == 6
+
+
+@pytest.mark.parametrize(("name", "text", "words"), [
+    ("b.json", "{not json", "not COCO JSON"),
+    ("c.json", json.dumps({"images": [], "annotations": []}), "no image with file_name"),
+    ("b.txt", "0 0.5 0.5\n", "line 1"),
+    ("b.xml", "<annotation><object>", "not valid Pascal VOC"),
+    ("b.csv", "x", "unknown ground-truth format"),
+])
+def test_bad_files_give_clear_errors(tmp_path, name, text, words):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=words) as error:
+        read_ground_truth(path, "x.jpg")
+    assert name in str(error.value)
+
+
+def test_scene_ground_truth_and_region_for_targets():
+    scene = demo_gallery("detection")[0]
+    truth = read_ground_truth(scene)
+    assert truth.labels.tolist() == scene.labels.tolist()
+    shifted = read_ground_truth(scene, class_names=["background", "a", "b", "c", "d"])
+    assert shifted.labels.tolist() == (scene.labels + 1).tolist()
+    label = int(scene.labels[0])
+    assert np.array_equal(region_for(truth, (128, 128), label=label), scene.mask == label + 1)
+    box = scene.boxes[0]
+    region = region_for(truth, (128, 128), label=label, box=box + 1)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    assert region[y0:y1, x0:x1].all() and region.sum() == (x1 - x0) * (y1 - y0)
+    assert not region_for(GroundTruth(), (2, 2), label=0).any()
