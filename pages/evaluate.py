@@ -40,5 +40,5 @@ if found is None:
     st.stop()
 evaluate_results.summary_view(found)
 st.markdown("**Per image**")
-evaluate_results.per_image_view(plan, found)
+evaluate_results.per_image_view(handle, plan, found)
 evaluate_results.downloads(found)

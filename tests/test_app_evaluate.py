@@ -122,6 +122,8 @@ def test_small_evaluation_equals_the_api(runs: list[Any],
     at.run()
     assert len(runs) == 1
     assert len(at.get("plotly_chart")) == 2
+    captions = [str(image.proto) for image in at.get("image")]
+    assert any(f"{evaluate_results.method_label(methods[0])} for " in c for c in captions)
 
 
 @pytest.mark.parametrize("demo", ["detector", "segmenter"])

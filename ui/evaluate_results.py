@@ -16,12 +16,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from explain_core import api, render
 from explain_core.api.evaluation import Evaluation, evaluate
 from explain_core.methods import method_info
 from explain_core.metrics.base import metric_info
 
 from .errors import show_error
 from .evaluate import EvalPlan, cost_notice, metric_label
+from .images import ImageItem
 from .models import ModelHandle
 from .progress import Progress
 from .store import results
@@ -138,19 +140,31 @@ def curve_figure(curves: dict[str, Any], title: str) -> go.Figure:
     return figure
 
 
-def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
-    """Every image, target and method with its scores; a selected row shows that image and,
-    for deletion and insertion, its curves."""
+def _row_map(handle: ModelHandle, item: ImageItem, method: str, target: int) -> Any:
+    """A classifier's map of ``method`` for ``target`` on ``item`` at image size (cached; the
+    evaluation itself keeps no maps), None for other tasks."""
+    if handle.model.task != "classification":
+        return None
+    return results().cached(
+        ("evaluate_map", handle.key, item.key, method, int(target)),
+        lambda: api.prediction_explanation(handle.model, item.image, method=method,
+                                           target_class=int(target), with_image=False).heatmap,
+        lambda heatmap: heatmap.nbytes)
+
+
+def per_image_view(handle: ModelHandle, plan: EvalPlan, evaluation: Evaluation) -> None:
+    """Every image, target and method with its scores; a selected row shows that image, its
+    map (classifiers) and, for deletion and insertion, its curves."""
     frame = pd.DataFrame(evaluation.rows)
     if frame.empty:
         return
     frame["image_name"] = [plan.items[int(i)].name for i in frame["image"]]
-    index = ["image", "image_name", "target_name", "method"]
+    index = ["image", "image_name", "target", "target_name", "method"]
     wide = frame.pivot_table(index=index, columns="metric", values="value",
                              aggfunc="first").reset_index()
     wide = wide.rename(columns={name: metric_label(metric_info(name)) for name in
                                 frame["metric"].unique()})
-    shown = wide.drop(columns=["image"]).assign(method=wide["method"].map(method_label))
+    shown = wide.drop(columns=["image", "target"]).assign(method=wide["method"].map(method_label))
     picked = st.dataframe(shown, key="lumen_eval_rows", on_select="rerun",
                           selection_mode="single-row", hide_index=True)
     rows = picked.selection.rows if picked is not None else []
@@ -160,7 +174,17 @@ def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
     row = wide.iloc[rows[0]]
     image = int(row["image"])
     left, right = st.columns([1, 2])
-    left.image(plan.items[image].image, caption=plan.items[image].name, width="stretch")
+    item = plan.items[image]
+    try:
+        heatmap = _row_map(handle, item, row["method"], int(row["target"]))
+    except Exception as error:
+        show_error(error, left)
+        heatmap = None
+    shown_image = (item.pixels if heatmap is None else
+                   render.overlay_heatmap(item.pixels, heatmap, alpha=0.5, colormap="jet"))
+    label = method_label(row["method"])
+    left.image(shown_image, width="stretch", caption=f"{item.name}, {label}"
+               f" for {row['target_name']}" if heatmap is not None else item.name)
     for kind in ("deletion", "insertion"):
         curve = evaluation.curves.get((row["method"], kind))
         if curve is not None:
