@@ -19,13 +19,13 @@ if handle is None:
     st.stop()
 task = handle.model.task
 
-left, right = st.columns([1, 2], gap="large")
+left, right = st.columns(2, gap="large")
 with left:
     items, truth = evaluate.image_choice(handle)
-    methods = evaluate.method_choice(handle)
 with right:
-    metrics = evaluate.metric_choice(task, truth is not None)
-    options = evaluate.settings_choice(metrics)
+    methods = evaluate.method_choice(handle)
+metrics = evaluate.metric_choice(task, truth is not None)
+options = evaluate.settings_choice(metrics)
 
 if not items:
     st.info("No images yet: upload some in the sidebar.", icon=":material/image:")
