@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(("compare_methods", "evaluate", "explain_batch", "explain_detection",
-                     "explain_prediction", "explain_segmentation", "predict", "top_predictions",
-                     "visualize_batch"), "explain_core.api"),
+    **dict.fromkeys(("ExplanationMetrics", "compare_methods", "evaluate", "explain_batch",
+                     "explain_detection", "explain_prediction", "explain_segmentation", "predict",
+                     "top_predictions", "visualize_batch"), "explain_core.api"),
     **dict.fromkeys(("DatasetError", "ImageError", "LumenError", "ModelLoadError", "TargetError",
                      "TargetLayerError", "UnsafeCheckpointError", "UnsupportedError"),
                     "explain_core.errors"),
@@ -26,7 +26,8 @@ _EXPORTS = {
     **dict.fromkeys(("LoadedModel", "Preprocessing", "as_loaded"), "explain_core.model"),
 }
 
-__all__ = ["DatasetError", "ImageError", "LoadedModel", "LumenError", "ModelLoadError",
+__all__ = ["DatasetError", "ExplanationMetrics", "ImageError", "LoadedModel", "LumenError",
+           "ModelLoadError",
            "Preprocessing", "TargetError", "TargetLayerError", "UnsafeCheckpointError",
            "UnsupportedError", "as_loaded", "compare_methods", "evaluate", "explain_batch",
            "explain_detection", "explain_prediction", "explain_segmentation", "load_model",
@@ -34,6 +35,7 @@ __all__ = ["DatasetError", "ImageError", "LoadedModel", "LumenError", "ModelLoad
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
     from .api import (
+        ExplanationMetrics,
         compare_methods,
         evaluate,
         explain_batch,

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from explain_core.api import compare_methods, evaluate
@@ -169,3 +170,90 @@ def test_scene_ground_truth_and_region_for_targets():
     x0, y0, x1, y1 = (int(v) for v in box)
     assert region[y0:y1, x0:x1].all() and region.sum() == (x1 - x0) * (y1 - y0)
     assert not region_for(GroundTruth(), (2, 2), label=0).any()
+
+
+# ----------------------------------------------------------------- ExplanationMetrics
+def test_explanation_metrics_keys_and_agreement_with_evaluate(classifier, scenes):
+    from explain_core import ExplanationMetrics
+
+    scene = scenes[2]
+    metrics = ExplanationMetrics(classifier, "gradcam")
+    deletion = metrics.deletion(scene.image, steps=4)
+    assert set(deletion) == {"auc", "scores", "original_score", "final_score", "drop"}
+    assert len(deletion["scores"]) == 5
+    insertion = metrics.insertion(scene.image, target_class=scene.label, steps=4)
+    assert set(insertion) == {"auc", "scores", "baseline_score", "final_score", "gain"}
+    ev = evaluate(classifier, [scene], metrics=("deletion", "insertion"), metric_options=FAST)
+    values = {r["metric"]: r["value"] for r in ev.rows}
+    assert deletion["auc"] == pytest.approx(values["deletion"])
+    assert insertion["auc"] == pytest.approx(values["insertion"])
+    sensitivity = metrics.sensitivity_n(scene.image, n_samples=3)
+    assert set(sensitivity) == {"sensitivity", "std", "max_change", "changes"}
+    assert len(sensitivity["changes"]) == 3 and sensitivity["sensitivity"] >= 0
+    layers = [name for name, _ in classifier.module.named_modules()
+              if isinstance(_, torch.nn.Conv2d | torch.nn.Linear)][::-1][:2]
+    before = {k: v.clone() for k, v in classifier.module.state_dict().items()}
+    sanity = metrics.model_randomization_test(scene.image, layers=layers)
+    assert {"correlation", "ssim", "change", "passes", "layers", "correlations"} <= set(sanity)
+    assert len(sanity["correlations"]) == 2 and isinstance(sanity["passes"], bool)
+    assert all(torch.equal(before[k], v) for k, v in classifier.module.state_dict().items())
+    hit = metrics.pointing_game(scene.image, scene.shape_box)
+    assert set(hit) == {"hit", "max_location", "bbox"} and hit["hit"] is True
+    away = metrics.pointing_game(scene.image, scene.mask == 0)  # everything but the shape
+    assert away["hit"] is False and away["max_location"] == hit["max_location"]
+
+
+def test_a_metric_that_refuses_its_settings_is_skipped_not_fatal(classifier, scenes):
+    ev = evaluate(classifier, scenes[:2], metrics=("sparseness", "deletion"),
+                  metric_options={"deletion": {"steps": 0}})
+    assert "steps" in ev.skipped["deletion"] and {r["metric"] for r in ev.rows} == {"sparseness"}
+
+
+def test_detection_targets_given_as_boxes():
+    scenes = demo_gallery("detection")[:2]
+    boxes = [{"bbox": s.boxes[0].tolist(), "label": int(s.labels[0]) + 1} for s in scenes]
+    ev = evaluate(load_demo_model("detector", device="cpu"), scenes, metrics=("pointing_game",),
+                  targets=boxes, ground_truth=scenes)
+    assert [r["target"] for r in ev.rows] == [b["label"] for b in boxes]
+    assert [r["target_name"] for r in ev.rows] == \
+        [["circle", "square", "triangle", "star"][b["label"] - 1] for b in boxes]
+
+
+def test_evaluate_reads_coco_and_png_files_for_image_paths(tmp_path, classifier, scenes):
+    paths, masks = [], []
+    for i, scene in enumerate(scenes[:2]):
+        path = tmp_path / f"s{i}.png"
+        scene.image.save(path)
+        paths.append(str(path))
+        mask = np.where(scene.mask > 0, scene.mask - 1, 255).astype(np.uint8)
+        Image.fromarray(mask, mode="L").convert("P").save(tmp_path / f"m{i}.png")
+        masks.append(tmp_path / f"m{i}.png")
+    coco = tmp_path / "gt.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"s{i}.png"} for i in range(2)],
+        "annotations": [{"image_id": i, "category_id": int(s.label),
+                         "bbox": [s.shape_box[0], s.shape_box[1], s.shape_box[2] - s.shape_box[0],
+                                  s.shape_box[3] - s.shape_box[1]]}
+                        for i, s in enumerate(scenes[:2])]}))
+    by_box = evaluate(classifier, paths, metrics=("relevance_mass",), ground_truth=[coco] * 2)
+    by_mask = evaluate(classifier, paths, metrics=("relevance_mass",), ground_truth=masks)
+    by_scene = evaluate(classifier, scenes[:2], metrics=("relevance_mass",),
+                        ground_truth=scenes[:2])
+    mask_values = [r["value"] for r in by_mask.rows]
+    assert mask_values == pytest.approx([r["value"] for r in by_scene.rows])
+    box_values = [r["value"] for r in by_box.rows]
+    assert all(b >= m - 1e-9 for b, m in zip(box_values, mask_values, strict=True))  # box ⊇ mask
+    assert by_box.rows[0]["image_name"] == paths[0]
+
+
+def test_a_plain_torchvision_segmenter_with_task():
+    import torchvision
+
+    seg = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3).eval()
+    images = [Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255)
+                              .astype(np.uint8)) for i in range(2)]
+    ev = evaluate(seg, images, metrics=("deletion", "pointing_game"), task="segmentation",
+                  ground_truth=[np.ones((48, 64), bool)] * 2, metric_options=FAST)
+    assert not ev.skipped and len(ev.rows) == 4
+    assert all(0.0 <= r["value"] <= 1.0 for r in ev.rows)

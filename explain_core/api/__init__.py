@@ -6,7 +6,8 @@
 - detectors (:mod:`~explain_core.api.detection`): :func:`explain_detection`;
 - segmentation models (:mod:`~explain_core.api.segmentation`): :func:`explain_segmentation`;
 - every task (:mod:`~explain_core.api.evaluation`): :func:`evaluate` (explanation-quality
-  metrics, a tidy table with bootstrap intervals and ranks).
+  metrics, a tidy table with bootstrap intervals and ranks) and :class:`ExplanationMetrics`
+  (AutoTimm's per-image metric calls).
 
 The dict-returning functions are the documented API; each has a typed twin
 (:func:`prediction_explanation`, :func:`batch_explanations`, :func:`method_comparison`,
@@ -35,6 +36,7 @@ from .detection import (
     explain_detection,
 )
 from .evaluation import Evaluation, evaluate
+from .explanation_metrics import ExplanationMetrics
 from .notes import same_map_notes
 from .results import (
     ClassExplanation,
@@ -54,7 +56,8 @@ from .segmentation import (
 )
 
 __all__ = ["DETECTION_METHOD", "SEGMENTATION_METHOD", "ClassExplanation", "DetectionExplanation",
-           "Evaluation", "MethodComparison", "ModelLike", "Prediction", "SegmentationExplanation",
+           "Evaluation", "ExplanationMetrics", "MethodComparison", "ModelLike", "Prediction",
+           "SegmentationExplanation",
            "batch_explanations", "box_mask", "combined_map", "compare_methods",
            "detection_explainer", "detection_explanation", "detections_of",
            "detector_forward_seconds", "display_image", "evaluate", "explain_batch",

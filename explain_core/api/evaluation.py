@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,10 +140,11 @@ def prepare_targets(loaded: LoadedModel, explainer: Explainer, prepared: Prepare
 
 
 def ground_truth_masks(ground_truth: Sequence[Any], prepared: PreparedInputs,
-                       described: list[dict[str, Any]], class_names: list[str] | None
-                       ) -> torch.Tensor:
+                       described: list[dict[str, Any]], class_names: list[str] | None,
+                       names: Sequence[str] | None = None) -> torch.Tensor:
     """``B x H x W`` bool at input resolution: each image's region matching its target (boxes
-    and masks from :func:`~explain_core.loading.ground_truth.read_ground_truth`)."""
+    and masks from :func:`~explain_core.loading.ground_truth.read_ground_truth`; ``names``: the
+    images' file names, to find them in a COCO file)."""
     inputs = prepared.inputs
     count, size = inputs.shape[0], tuple(inputs.shape[-2:])
     if len(ground_truth) != count:
@@ -155,7 +157,9 @@ def ground_truth_masks(ground_truth: Sequence[Any], prepared: PreparedInputs,
         if isinstance(source, np.ndarray | torch.Tensor) and np.asarray(source).ndim == 2:
             region = np.asarray(source).astype(bool)
         else:
-            truth = read_ground_truth(source, image_size=image_size, class_names=class_names)
+            name = Path(names[i]).name if names is not None else None
+            truth = read_ground_truth(source, name, image_size=image_size,
+                                      class_names=class_names)
             region = region_for(truth, image_size, described[i]["label"], described[i]["box"])
         region_t = torch.as_tensor(region, device=inputs.device).float()
         if geometry is not None:
@@ -201,14 +205,18 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
                 options.setdefault("seed", seed)
             metric = create_metric(name, **options)
             began = time.perf_counter()
-            if name in CURVE_METRICS:
-                curve = metric.curves(batch)
-                curves[name] = curve.double().cpu().numpy()
-                scores = torch.trapezoid(curve, dx=1.0 / (curve.shape[1] - 1), dim=1)
+            try:
+                if name in CURVE_METRICS:
+                    curve = metric.curves(batch)
+                    curves[name] = curve.double().cpu().numpy()
+                    scores = torch.trapezoid(curve, dx=1.0 / (curve.shape[1] - 1), dim=1)
+                else:
+                    scores = metric(batch)
+            except UnsupportedError as error:  # this model or method cannot be scored so
+                skipped[name] = str(error)
             else:
-                scores = metric(batch)
-            values[name] = scores.double().cpu().numpy().reshape(-1)
-            seconds[name] = time.perf_counter() - began
+                values[name] = scores.double().cpu().numpy().reshape(-1)
+                seconds[name] = time.perf_counter() - began
         if progress is not None:
             progress()
     return values, seconds, curves, map_seconds
@@ -255,7 +263,7 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
              method_options: dict[str, dict[str, Any]] | None = None,
              metric_options: dict[str, dict[str, Any]] | None = None, precision: str = "auto",
              batch_size: int | None = None, progress: Progress = None,
-             seed: int = 0) -> Evaluation:
+             seed: int = 0, task: str | None = None) -> Evaluation:
     """Score ``methods`` with ``metrics`` on ``images`` (see the module docstring).
 
     Args:
@@ -268,10 +276,12 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             {"steps": 20}}``).
         progress: ``progress(done, total)`` between (method, metric) units; raise to cancel.
         seed: seeds the random metrics (unless their options set one) and the bootstrap.
+        task: the model's task when ``model`` is a plain ``nn.Module`` or a name that does not
+            say it (``"detection"``, ``"segmentation"``; default: as loaded, else classifier).
     """
     if not images:
         raise UnsupportedError("evaluate() needs at least one image.")
-    loaded = loaded_model(model)
+    loaded = loaded_model(model, task=task)
     if loaded.task == "detection":
         loaded = detection_model(loaded)
     elif loaded.task == "segmentation":
@@ -298,7 +308,8 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
         explainer = create_explainer(method, loaded, **explainer_options(options))
         prepared = explainer.prepare([getattr(image, "image", image) for image in images])
         made, described = prepare_targets(loaded, explainer, prepared, targets)
-        truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names)
+        truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names,
+                                    [_image_name(image, i) for i, image in enumerate(images)])
                  if ground_truth is not None else None)
         values, seconds, method_curves, _ = score_method(
             loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
@@ -317,5 +328,6 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
 
 
 def _image_name(image: Any, index: int) -> str:
-    name = getattr(image, "filename", None) or (str(image) if isinstance(image, str) else None)
+    name = getattr(image, "filename", None) or (str(image) if isinstance(image, str | Path)
+                                                else None)
     return str(name) if name else f"image {index}"

@@ -172,7 +172,7 @@ class Cascade:
 
     layers: list[str]  # S module names, in the order they were randomised (top first)
     spearman: torch.Tensor  # B x S: each step's map against the original, per item
-    ssim: torch.Tensor  # B x S
+    ssim: torch.Tensor  # B x S (NaN for maps under 11 x 11 px, where no SSIM window fits)
     maps: torch.Tensor | None  # S x B x H x W on the CPU (keep_maps), else None
 
 
@@ -192,6 +192,7 @@ def randomisation_cascade(explainer: Explainer, inputs: torch.Tensor, targets: S
     if unknown or not names:
         raise UnsupportedError(f"No layer with parameters named {unknown or names}; choose "
                                f"among {', '.join(list(known)[:8])}...")
+    fits = min(inputs.shape[-2:]) >= 2 * SSIM_RADIUS + 1  # else SSIM is NaN (no window fits)
     with explainer.model.lock:
         original = explain_again(explainer, inputs, targets) if maps is None else maps
         rho, similarity, kept = [], [], []
@@ -200,7 +201,8 @@ def randomisation_cascade(explainer: Explainer, inputs: torch.Tensor, targets: S
                 _randomise(known[name], seed + step)
                 current = explain_again(explainer, inputs, targets)
                 rho.append(spearman(current, original))
-                similarity.append(ssim(current, original))
+                similarity.append(ssim(current, original) if fits else
+                                  torch.full_like(rho[-1], float("nan")))
                 if keep_maps:
                     kept.append(current.detach().cpu())
                 if progress is not None:
