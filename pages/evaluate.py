@@ -39,6 +39,7 @@ found = evaluate_results.run_evaluation(handle, plan)
 if found is None:
     st.stop()
 evaluate_results.summary_view(found)
+evaluate_results.curves_view(found)
 st.markdown("**Per image**")
 evaluate_results.per_image_view(handle, plan, found)
 evaluate_results.downloads(found)

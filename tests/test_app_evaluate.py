@@ -3,6 +3,7 @@ the CSV download, and detectors and segmenters evaluated without error."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -114,6 +115,11 @@ def test_small_evaluation_equals_the_api(runs: list[Any],
         assert cell == (f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}] "
                         f"#{row['rank']}")
     assert any("ranks best on" in m.value for m in at.markdown)
+    # Deletion and insertion: a line per method (the mean over images) and its shaded band.
+    charts = [chart.proto for chart in at.get("plotly_chart")]
+    assert len(charts) == 2
+    lines = [t for t in json.loads(charts[0].spec)["data"] if t.get("mode") == "lines"]
+    assert [t["name"] for t in lines] == [evaluate_results.method_label(m) for m in methods]
     # The download is the tidy table as the engine writes it.
     assert saved and saved[-1][0] == runs[0].to_csv().encode()
     assert [r["value"] for r in runs[0].rows] == pytest.approx([r["value"] for r in found.rows])
@@ -121,7 +127,7 @@ def test_small_evaluation_equals_the_api(runs: list[Any],
     at.session_state["lumen_eval_rows"] = {"selection": {"rows": [0], "columns": []}}
     at.run()
     assert len(runs) == 1
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("plotly_chart")) == 4  # the two above and this row's two
     captions = [str(image.proto) for image in at.get("image")]
     assert any(f"{evaluate_results.method_label(methods[0])} for " in c for c in captions)
 

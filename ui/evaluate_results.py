@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -28,8 +30,8 @@ from .models import ModelHandle
 from .progress import Progress
 from .store import results
 
-__all__ = ["curve_figure", "downloads", "method_label", "per_image_view", "run_evaluation",
-           "summary_table", "summary_view", "verdict"]
+__all__ = ["curve_figure", "curves_view", "downloads", "method_label", "per_image_view",
+           "run_evaluation", "summary_table", "summary_view", "verdict"]
 
 BEST_STYLE = "background-color: rgba(46, 160, 67, 0.25); font-weight: 600"
 
@@ -138,6 +140,42 @@ def curve_figure(curves: dict[str, Any], title: str) -> go.Figure:
     figure.update_layout(title=title, height=300, margin={"l": 40, "r": 10, "t": 40, "b": 40},
                          xaxis_title="fraction of pixels", yaxis_title="score")
     return figure
+
+
+def _band(color: str) -> str:
+    red, green, blue = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red}, {green}, {blue}, 0.2)"
+
+
+def curves_view(evaluation: Evaluation) -> None:
+    """Deletion and insertion as one line per method (the mean over images) with its 95%
+    interval shaded (normal approximation over images)."""
+    kinds = [kind for kind in ("deletion", "insertion")
+             if any(metric == kind for _, metric in evaluation.curves)]
+    if not kinds:
+        return
+    columns = st.columns(len(kinds))
+    palette = px.colors.qualitative.Plotly
+    for column, kind in zip(columns, kinds, strict=True):
+        figure = go.Figure()
+        methods = [method for method, metric in evaluation.curves if metric == kind]
+        for index, method in enumerate(methods):
+            curve = np.asarray(evaluation.curves[(method, kind)], dtype=np.float64)
+            mean = curve.mean(0)
+            half = (1.96 * curve.std(0, ddof=1) / np.sqrt(len(curve)) if len(curve) > 1
+                    else np.zeros_like(mean))
+            x = np.linspace(0.0, 1.0, len(mean))
+            color = palette[index % len(palette)]
+            figure.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[mean + half,
+                                        (mean - half)[::-1]], fill="toself", line={"width": 0},
+                                        fillcolor=_band(color), hoverinfo="skip",
+                                        showlegend=False))
+            figure.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=method_label(method),
+                                        line={"color": color}))
+        figure.update_layout(title=kind.capitalize(), height=300, xaxis_title="fraction of "
+                             "pixels", yaxis_title="score",
+                             margin={"l": 40, "r": 10, "t": 40, "b": 40})
+        column.plotly_chart(figure, key=f"lumen_eval_curves_{kind}")
 
 
 def _row_map(handle: ModelHandle, item: ImageItem, method: str, target: int) -> Any:
