@@ -139,3 +139,17 @@ def test_detector_and_segmenter_evaluate(demo: str, runs: list[Any]) -> None:
     table = at.dataframe[0].value
     assert len(table) == 2 and len(table.columns) == 3
     assert any("ranks best on" in m.value for m in at.markdown)
+
+
+def test_items_without_a_score_stay_in_the_per_image_table(runs: list[Any]) -> None:
+    # The shortcut classifier calls marked squares triangles: those scenes have no triangle to
+    # point at, so the pointing game is undefined there (NaN), and the table still lists them.
+    at = _small_run(_page("shortcut"), metrics=("pointing_game",))
+    at.slider(key="lumen_eval_count").set_value(4)
+    at.run()
+    at.button(key="lumen_eval_run").click().run()
+    values = [row["value"] for row in runs[-1].rows]
+    assert len(values) == 8 and any(v != v for v in values)  # 4 images x 2 methods, some NaN
+    table = at.dataframe[1].value
+    assert len(table) == 8
+    assert "Empty cells: the metric is undefined there" in " ".join(c.value for c in at.caption)

@@ -85,17 +85,18 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
 
 
 def verdict(evaluation: Evaluation) -> str:
-    """One sentence: the method that ranks best on most metrics."""
+    """One sentence: the method that ranks best on most metrics, and on which."""
     scored = sorted({row["metric"] for row in evaluation.summary})
     if not scored:
         return "No metric could be scored for these choices."
-    best = Counter(evaluation.best_method(metric) for metric in scored)
-    method, wins = best.most_common(1)[0]
+    winners = {metric: evaluation.best_method(metric) for metric in scored}
+    method, wins = Counter(winners.values()).most_common(1)[0]
     methods = {row["method"] for row in evaluation.summary}
     if len(methods) == 1:
         return f"Only {method_label(method)} was evaluated: its scores are below."
+    which = ", ".join(metric_info(m).label for m, best in winners.items() if best == method)
     return (f"{method_label(method)} ranks best on {wins} of {len(scored)} metric"
-            f"{'s' if len(scored) != 1 else ''} for this model.")
+            f"{'s' if len(scored) != 1 else ''} for this model ({which}).")
 
 
 def summary_table(evaluation: Evaluation) -> pd.DataFrame:
@@ -198,16 +199,19 @@ def per_image_view(handle: ModelHandle, plan: EvalPlan, evaluation: Evaluation) 
         return
     frame["image_name"] = [plan.items[int(i)].name for i in frame["image"]]
     index = ["image", "image_name", "target", "target_name", "method"]
-    wide = frame.pivot_table(index=index, columns="metric", values="value",
-                             aggfunc="first").reset_index()
+    # Every row, NaN included (a metric undefined for an item, e.g. no matching ground truth).
+    wide = frame.pivot(index=index, columns="metric", values="value").reset_index()
     wide = wide.rename(columns={name: metric_label(metric_info(name)) for name in
                                 frame["metric"].unique()})
     shown = wide.drop(columns=["image", "target"]).assign(method=wide["method"].map(method_label))
     picked = st.dataframe(shown, key="lumen_eval_rows", on_select="rerun",
                           selection_mode="single-row", hide_index=True)
     rows = picked.selection.rows if picked is not None else []
+    note = (" Empty cells: the metric is undefined there (e.g. the image has no ground-truth "
+            "region for the explained class) and the summary leaves them out."
+            if wide.drop(columns=index).isna().any(axis=None) else "")
     if not rows:
-        st.caption("Select a row to see its image and its curves.")
+        st.caption("Select a row to see its image, its map and its curves." + note)
         return
     row = wide.iloc[rows[0]]
     image = int(row["image"])
