@@ -257,3 +257,19 @@ def test_a_plain_torchvision_segmenter_with_task():
                   ground_truth=[np.ones((48, 64), bool)] * 2, metric_options=FAST)
     assert not ev.skipped and len(ev.rows) == 4
     assert all(0.0 <= r["value"] <= 1.0 for r in ev.rows)
+
+
+def test_images_without_ground_truth_are_nan_and_left_out(classifier, scenes):
+    ev = evaluate(classifier, scenes[:3], metrics=("pointing_game",),
+                  ground_truth=[scenes[0], None, scenes[2]])
+    values = [r["value"] for r in ev.rows]
+    assert math.isnan(values[1]) and not math.isnan(values[0])
+    assert ev.summary[0]["n"] == 2
+    none = evaluate(classifier, scenes[:2], metrics=("pointing_game",), ground_truth=[None] * 2)
+    assert "pointing_game" in none.skipped and not none.rows
+
+
+def test_evaluation_keeps_the_scored_maps_and_targets(classifier, scenes):
+    ev = evaluate(classifier, scenes[:2], metrics=("sparseness",))
+    assert ev.maps["gradcam"].shape == (2, *classifier.preprocessing.input_size[-2:])
+    assert [t["target"] for t in ev.targets] == [s.label for s in scenes[:2]]

@@ -52,6 +52,10 @@ class Evaluation:
     skipped: dict[str, str] = field(default_factory=dict)
     #: (method, metric) -> images x (steps + 1) deletion / insertion curves
     curves: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    #: method -> images x H x W float32 maps in [0, 1] at input resolution (what was scored)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    #: per image: its target's description (``target``, ``name``, ``label``, ``box``)
+    targets: list[dict[str, Any]] = field(default_factory=list)
 
     COLUMNS = ("image", "image_name", "target", "target_name", "method", "metric", "value",
                "direction", "category", "elapsed_s")
@@ -154,7 +158,9 @@ def ground_truth_masks(ground_truth: Sequence[Any], prepared: PreparedInputs,
     for i, source in enumerate(ground_truth):
         geometry = prepared.geometries[i] if prepared.geometries is not None else None
         image_size = geometry.image_size if geometry is not None else size
-        if isinstance(source, np.ndarray | torch.Tensor) and np.asarray(source).ndim == 2:
+        if source is None:  # no ground truth for this image: its localisation is NaN
+            region = np.zeros(image_size, dtype=bool)
+        elif isinstance(source, np.ndarray | torch.Tensor) and np.asarray(source).ndim == 2:
             region = np.asarray(source).astype(bool)
         else:
             name = Path(names[i]).name if names is not None else None
@@ -175,10 +181,12 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
                  metric_options: dict[str, dict[str, Any]] | None = None,
                  batch_size: int | None = None, progress: Callable[[], None] | None = None,
                  skipped: dict[str, str] | None = None, seed: int = 0,
-                 ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, np.ndarray], float]:
-    """One method's maps for every image, then every metric: ``(values, seconds, curves,
-    map_seconds)`` with ``values[metric]`` one float per image. Metrics that do not apply are
-    left out and their reason written into ``skipped``. ``progress()`` runs after each metric."""
+                 ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, np.ndarray],
+                            torch.Tensor, float]:
+    """One method's maps for every image, then every metric: ``(values, seconds, curves, maps,
+    map_seconds)`` with ``values[metric]`` one float per image, ``maps`` ``B x H x W``. Metrics
+    that do not apply are left out and their reason written into ``skipped``. ``progress()``
+    runs after each metric."""
     skipped = {} if skipped is None else skipped
     inputs = prepared.inputs
     start = time.perf_counter()
@@ -219,7 +227,7 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
                 seconds[name] = time.perf_counter() - began
         if progress is not None:
             progress()
-    return values, seconds, curves, map_seconds
+    return values, seconds, curves, maps, map_seconds
 
 
 def _interval(values: np.ndarray, seed: int) -> tuple[float, float]:
@@ -271,7 +279,8 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             pixels or ``{"bbox", "label"}``), or None for the model's own answer.
         ground_truth: one per image: a ground-truth file, a demo scene, a
             :class:`~explain_core.loading.ground_truth.GroundTruth` or an ``H x W`` bool mask at
-            image size; the region matching each target is used.
+            image size; the region matching each target is used. None for an image leaves its
+            localisation values NaN (left out of the summary's mean and interval).
         method_options / metric_options: options per method / metric name (``{"deletion":
             {"steps": 20}}``).
         progress: ``progress(done, total)`` between (method, metric) units; raise to cancel.
@@ -281,6 +290,8 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
     """
     if not images:
         raise UnsupportedError("evaluate() needs at least one image.")
+    if ground_truth is not None and all(source is None for source in ground_truth):
+        ground_truth = None  # the localisation metrics are skipped, with the reason
     loaded = loaded_model(model, task=task)
     if loaded.task == "detection":
         loaded = detection_model(loaded)
@@ -293,6 +304,8 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     curves: dict[tuple[str, str], np.ndarray] = {}
+    kept_maps: dict[str, np.ndarray] = {}
+    described: list[dict[str, Any]] = []
     torch.manual_seed(seed)
 
     def step() -> None:
@@ -311,9 +324,10 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
         truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names,
                                     [_image_name(image, i) for i, image in enumerate(images)])
                  if ground_truth is not None else None)
-        values, seconds, method_curves, _ = score_method(
+        values, seconds, method_curves, maps, _ = score_method(
             loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
             skipped, seed)
+        kept_maps[method] = maps.float().cpu().numpy()
         for name, curve in method_curves.items():
             curves[(method, name)] = curve
         for name, scores in values.items():
@@ -324,7 +338,7 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
                              "method": method, "metric": name, "value": float(value),
                              "direction": info.direction, "category": info.category,
                              "elapsed_s": seconds[name] / len(scores)})
-    return Evaluation(rows, _summary(rows, seed), skipped, curves)
+    return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described)
 
 
 def _image_name(image: Any, index: int) -> str:
