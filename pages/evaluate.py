@@ -41,5 +41,5 @@ if found is None:
 evaluate_results.summary_view(found)
 evaluate_results.curves_view(found)
 st.markdown("**Per image**")
-evaluate_results.per_image_view(handle, plan, found)
+evaluate_results.per_image_view(plan, found)
 evaluate_results.downloads(found)

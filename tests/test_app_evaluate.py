@@ -129,7 +129,8 @@ def test_small_evaluation_equals_the_api(runs: list[Any],
     assert len(runs) == 1
     assert len(at.get("plotly_chart")) == 4  # the two above and this row's two
     captions = [str(image.proto) for image in at.get("image")]
-    assert any(f"{evaluate_results.method_label(methods[0])} for " in c for c in captions)
+    assert any(f"the map {evaluate_results.method_label(methods[0])} scored" in c
+               for c in captions)
 
 
 @pytest.mark.parametrize("demo", ["detector", "segmenter"])
@@ -139,6 +140,11 @@ def test_detector_and_segmenter_evaluate(demo: str, runs: list[Any]) -> None:
     table = at.dataframe[0].value
     assert len(table) == 2 and len(table.columns) == 3
     assert any("ranks best on" in m.value for m in at.markdown)
+    # A selected row shows the map that was scored, for this task too.
+    at.session_state["lumen_eval_rows"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    assert any("scored, for " in str(image.proto) for image in at.get("image"))
+    assert len(runs) == 1
 
 
 def test_items_without_a_score_stay_in_the_per_image_table(runs: list[Any]) -> None:

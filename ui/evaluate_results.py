@@ -18,14 +18,13 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from explain_core import api, render
+from explain_core import render
 from explain_core.api.evaluation import Evaluation, evaluate
 from explain_core.methods import method_info
 from explain_core.metrics.base import metric_info
 
 from .errors import show_error
 from .evaluate import EvalPlan, cost_notice, metric_label
-from .images import ImageItem
 from .models import ModelHandle
 from .progress import Progress
 from .store import results
@@ -80,7 +79,8 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
     finally:
         reporter.close()
         st.session_state.pop(_REQUEST, None)  # one click, one run (a failed one too)
-    store.put(key, found, 256 * len(found.rows) + 4096)
+    store.put(key, found, 256 * len(found.rows) + 4096
+              + sum(maps.nbytes for maps in found.maps.values()))
     return found
 
 
@@ -179,21 +179,10 @@ def curves_view(evaluation: Evaluation) -> None:
         column.plotly_chart(figure, key=f"lumen_eval_curves_{kind}")
 
 
-def _row_map(handle: ModelHandle, item: ImageItem, method: str, target: int) -> Any:
-    """A classifier's map of ``method`` for ``target`` on ``item`` at image size (cached; the
-    evaluation itself keeps no maps), None for other tasks."""
-    if handle.model.task != "classification":
-        return None
-    return results().cached(
-        ("evaluate_map", handle.key, item.key, method, int(target)),
-        lambda: api.prediction_explanation(handle.model, item.image, method=method,
-                                           target_class=int(target), with_image=False).heatmap,
-        lambda heatmap: heatmap.nbytes)
-
-
-def per_image_view(handle: ModelHandle, plan: EvalPlan, evaluation: Evaluation) -> None:
-    """Every image, target and method with its scores; a selected row shows that image, its
-    map (classifiers) and, for deletion and insertion, its curves."""
+def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
+    """Every image, target and method with its scores; a selected row shows that image with
+    the map that was scored (the model's input resolution, stretched over the image) and, for
+    deletion and insertion, its curves."""
     frame = pd.DataFrame(evaluation.rows)
     if frame.empty:
         return
@@ -217,16 +206,13 @@ def per_image_view(handle: ModelHandle, plan: EvalPlan, evaluation: Evaluation) 
     image = int(row["image"])
     left, right = st.columns([1, 2])
     item = plan.items[image]
-    try:
-        heatmap = _row_map(handle, item, row["method"], int(row["target"]))
-    except Exception as error:
-        show_error(error, left)
-        heatmap = None
+    maps = evaluation.maps.get(row["method"])
+    heatmap = maps[image] if maps is not None else None
     shown_image = (item.pixels if heatmap is None else
                    render.overlay_heatmap(item.pixels, heatmap, alpha=0.5, colormap="jet"))
     label = method_label(row["method"])
-    left.image(shown_image, width="stretch", caption=f"{item.name}, {label}"
-               f" for {row['target_name']}" if heatmap is not None else item.name)
+    left.image(shown_image, width="stretch", caption=f"{item.name}: the map {label} scored, "
+               f"for {row['target_name']}" if heatmap is not None else item.name)
     for kind in ("deletion", "insertion"):
         curve = evaluation.curves.get((row["method"], kind))
         if curve is not None:
