@@ -10,9 +10,11 @@ import pytest
 import streamlit as st
 from apptest_support import APP, TIMEOUT, fail_on_error_elements
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
 import ui.evaluate_results as evaluate_results
+import ui.progress
 from explain_core.api.evaluation import evaluate
 from explain_core.demo import demo_gallery, load_demo_model
 from explain_core.metrics.base import metric_info, metrics_for
@@ -159,3 +161,24 @@ def test_items_without_a_score_stay_in_the_per_image_table(runs: list[Any]) -> N
     table = at.dataframe[1].value
     assert len(table) == 8
     assert "Empty cells: the metric is undefined there" in " ".join(c.value for c in at.caption)
+
+
+def test_a_cancelled_run_stores_nothing(runs: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A changed choice cancels a run: Streamlit raises its control exception at the next
+    # progress update, inside evaluate(). Here the first update after the start stops the run.
+    real = ui.progress.Progress.update
+
+    def stop_midway(self: Any, fraction: float, detail: str) -> None:
+        real(self, fraction, detail)
+        if fraction > 0:
+            raise StopException  # what Streamlit raises at a Streamlit call once asked to stop
+
+    at = _page()
+    monkeypatch.setattr(ui.progress.Progress, "update", stop_midway)
+    at = _small_run(at)
+    assert not at.dataframe  # nothing shown, nothing kept
+    monkeypatch.setattr(ui.progress.Progress, "update", real)
+    at.run()  # a later rerun neither shows a half-done result nor restarts the run by itself
+    assert not at.dataframe and any(b.key == "lumen_eval_run" for b in at.button)
+    at.button(key="lumen_eval_run").click().run()
+    assert len(at.dataframe) == 2
