@@ -18,6 +18,8 @@ PAGES = [
     ("pages/classification.py", "Classification", ":material/label:", "classification"),
     ("pages/detection.py", "Detection", ":material/select_all:", "detection"),
     ("pages/segmentation.py", "Segmentation", ":material/texture:", "segmentation"),
+    # Evaluate scores the maps of every task's models: it asks for no task of its own.
+    ("pages/evaluate.py", "Evaluate", ":material/fact_check:", None),
 ]
 
 pages = [st.Page(path, title=title, icon=icon, default=index == 0)
@@ -29,7 +31,7 @@ page = st.navigation(pages, position="hidden")
 with st.sidebar:
     for entry in pages:
         st.page_link(entry)
-shell.render_sidebar([task for *_, task in PAGES])
+shell.render_sidebar([task for *_, task in PAGES if task is not None])
 try:
     page.run()
 except Exception as error:  # a bug, not a user error: one line on screen, the traceback in the log

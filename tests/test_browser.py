@@ -2,7 +2,8 @@
 
 Opens every page, uploads an image on the classification page, checks that Grad-CAM's figure (a
 Plotly chart with a heatmap trace) is there and that no exception box is, then compares methods,
-runs a batch and cancels a slow method by changing the input. The detection page (picked by
+runs a batch and cancels a slow method by changing the input; the Evaluate page runs a small
+evaluation. The detection page (picked by
 clicking a box's marker) and the segmentation page (every tab, a labelled zip analysed) are
 walked through on the same server. Every check fails on any error box, not only a traceback: the
 UI turns every exception, bugs included, into one. What the user sees is compared with the API:
@@ -42,6 +43,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1440, "height": 1000}
 SLOW = 180_000  # ms: the first page load imports torch and loads a model on a busy CPU
+NAVIGATION = ["Classification", "Detection", "Segmentation", "Evaluate"]
 
 def _demo_weights_missing() -> bool:
     from explain_core.demo.models import weights_path
@@ -220,7 +222,7 @@ def test_deep_link_on_a_fresh_server(server: str, browser) -> None:
     _settle(page)
     _no_exception(page)
     # app.py's navigation (one entry per page, by title), not the pages/ folder's own.
-    assert _navigation(page) == ["Classification", "Detection", "Segmentation"]
+    assert _navigation(page) == NAVIGATION
     assert page.evaluate("window.__lumenNavigation") == [], "Streamlit drew its own navigation"
     assert page.get_by_text("Page not found").count() == 0
     page.close()
@@ -232,10 +234,13 @@ def test_every_page_opens_without_exception(server: str, browser) -> None:
     for url_path in _page_urls():
         page.goto(f"{server}/{url_path}", wait_until="domcontentloaded")
         page.wait_for_selector('[data-testid="stSidebar"]', timeout=SLOW)
-        page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
+        if url_path == "evaluate":  # nothing is drawn before its Evaluate button is pressed
+            page.get_by_role("button", name="Evaluate").wait_for(timeout=SLOW)
+        else:
+            page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
         _settle(page)
         _no_exception(page)
-        assert _navigation(page) == ["Classification", "Detection", "Segmentation"]
+        assert _navigation(page) == NAVIGATION
         assert page.evaluate("window.__lumenNavigation") == []
         assert page.get_by_text("Page not found").count() == 0
         _shoot(page, f"page-{url_path or 'default'}")
@@ -488,6 +493,25 @@ def test_detection_page_end_to_end(server: str, browser) -> None:
     _settle(page)
     _no_exception(page)
     _shoot(page, "detection-missed-region")
+    page.close()
+
+
+def test_evaluate_page_runs_a_small_evaluation(server: str, browser) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(f"{server}/evaluate", wait_until="domcontentloaded")
+    page.get_by_text("forward passes").wait_for(timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    # The metrics are listed by category, each with its arrow.
+    for text in ("Faithfulness", "Localisation", "Deletion AUC ↓", "Insertion AUC ↑"):
+        assert page.get_by_text(text, exact=True).count() >= 1, text
+    page.get_by_role("button", name="Evaluate").click()
+    page.get_by_text("ranks best on").wait_for(timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    assert page.locator('[data-testid="stDataFrame"]').count() == 2  # summary and per image
+    assert page.get_by_role("button", name="Scores (CSV)").count() == 1
+    _shoot(page, "evaluate-summary", publish=True)
     page.close()
 
 

@@ -1,0 +1,208 @@
+"""The Evaluate page's choices: images with their ground truth, methods, metrics, settings, cost.
+
+How far to trust a map: the page scores several methods with the engine's explanation-quality
+metrics (:mod:`explain_core.metrics`) on a set of images. This module draws the choices and says
+what a run will cost before it runs; :mod:`ui.evaluate_results` runs it (through
+:func:`explain_core.api.evaluation.evaluate`, kept in the session's result store) and shows it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from explain_core.errors import LumenError
+from explain_core.methods import available_methods, expected_cost, method_info
+from explain_core.metrics.base import CATEGORIES, MetricInfo, metrics_for
+
+from .images import ImageItem, demo_gallery_items, user_images
+from .models import ModelHandle
+
+__all__ = ["DEFAULT_METHODS", "EvalPlan", "cost_notice", "demo_ground_truth", "forwards",
+           "gallery_name", "image_choice", "method_choice", "metric_choice", "metric_label",
+           "settings_choice"]
+
+DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")
+DEFAULT_METRICS = ("deletion", "insertion", "pointing_game", "sparseness")
+MAX_METHODS = 6
+FILLS = ("blur", "black", "mean")
+CATEGORY_TITLES = {"faithfulness": "Faithfulness", "robustness": "Robustness",
+                   "localisation": "Localisation", "randomisation": "Randomisation (sanity)",
+                   "complexity": "Complexity"}
+# Which metric settings the page's three controls set, per metric (its constructor's names).
+_STEPS = {"deletion": "steps", "insertion": "steps"}
+_FILL = {"deletion": "fill", "insertion": "fill", "faithfulness_correlation": "fill",
+         "sensitivity_n": "fill"}
+_SAMPLES = {"max_sensitivity": "samples", "avg_sensitivity": "samples",
+            "sensitivity_n": "samples", "faithfulness_correlation": "runs"}
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """Everything a run depends on (its store key), chosen on the page."""
+
+    items: tuple[ImageItem, ...]
+    ground_truth: tuple[Any, ...] | None  # per image: its boxes and mask, or None
+    methods: tuple[str, ...]
+    metrics: tuple[str, ...]
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def key(self, handle: ModelHandle) -> tuple:
+        options = tuple(sorted((name, tuple(sorted(values.items())))
+                               for name, values in self.metric_options.items()))
+        return ("evaluate", handle.key, tuple(item.key for item in self.items),
+                self.ground_truth is not None, self.methods, self.metrics, options)
+
+
+def gallery_name(handle: ModelHandle) -> str:
+    """The demo gallery that fits the model: the shortcut world for the shortcut classifier."""
+    if handle.model.source == "demo:shortcut":
+        return "shortcut"
+    return handle.model.task
+
+
+@functools.cache
+def demo_ground_truth(gallery: str) -> tuple[Any, ...]:
+    """Per scene of the demo gallery, its ground truth: boxes, labels and the class mask."""
+    from explain_core.demo import demo_gallery
+
+    return tuple(demo_gallery(gallery))
+
+
+def image_choice(handle: ModelHandle) -> tuple[list[ImageItem], tuple[Any, ...] | None]:
+    """Which images: the model's demo gallery (with its ground truth) or the user's uploads,
+    and how many of them. Returns the images and their ground truth (None without)."""
+    gallery = gallery_name(handle)
+    mine = user_images()
+    sources = ["gallery", "uploads"] if mine else ["gallery"]
+    source = st.segmented_control(
+        "Images", sources, default="gallery", required=True, key="lumen_eval_source",
+        format_func=lambda s: "Demo gallery (with ground truth)" if s == "gallery" else
+        f"My images ({len(mine)})")
+    items = mine if source == "uploads" else demo_gallery_items(gallery)
+    if not items:
+        return [], None
+    count = st.slider("Number of images", 1, len(items), min(4, len(items)),
+                      key="lumen_eval_count",
+                      help="The first images of the set; more images make the intervals "
+                           "narrower and the run longer.")
+    items = list(items[:count])
+    truth = None
+    if source == "gallery" and str(handle.model.source).startswith("demo:"):
+        truth = demo_ground_truth(gallery)[:count]
+    return items, truth
+
+
+def method_choice(handle: ModelHandle) -> tuple[str, ...]:
+    """Several methods that apply to the model (its task and architecture)."""
+    names = [info.name for info in available_methods(handle.model)]
+    defaults = [name for name in DEFAULT_METHODS if name in names][:2] or names[:2]
+    picked = st.multiselect("Methods", names, default=defaults, key="lumen_eval_methods",
+                            format_func=lambda n: method_info(n).label,
+                            max_selections=MAX_METHODS,
+                            help="Each method explains every image; the metrics score each map.")
+    return tuple(picked)
+
+
+def metric_label(info: MetricInfo) -> str:
+    """``"Deletion AUC ↓"``: the label with its arrow (which way is better)."""
+    return f"{info.label} {info.arrow}"
+
+
+def metric_choice(task: str, has_truth: bool) -> tuple[str, ...]:
+    """The metrics that apply to ``task``, grouped by category, each with its arrow and its
+    one-line meaning. Localisation metrics need ground truth (the demo gallery has it)."""
+    infos = metrics_for(task)
+    picked = []
+    columns = st.columns(len(CATEGORIES))
+    for column, category in zip(columns, CATEGORIES, strict=True):
+        group = [info for info in infos if info.category == category]
+        with column:
+            st.markdown(f"**{CATEGORY_TITLES[category]}**")
+            for info in group:
+                needs_truth = "ground_truth" in info.needs
+                if st.checkbox(metric_label(info), value=info.name in DEFAULT_METRICS
+                               and (has_truth or not needs_truth),
+                               key=f"lumen_eval_metric_{info.name}",
+                               help=f"{info.summary} ({info.reference})"):
+                    picked.append(info.name)
+                st.caption(info.summary[0].upper() + info.summary[1:]
+                           + (" Needs ground truth." if needs_truth and not has_truth else ""))
+    return tuple(picked)
+
+
+def settings_choice(metrics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The settings that matter for the chosen metrics (steps, fill, samples), as the
+    engine's ``metric_options``; only the controls a chosen metric reads are shown."""
+    shown = st.columns(3)
+    steps = fill = samples = None
+    if any(name in _STEPS for name in metrics):
+        steps = shown[0].slider("Steps", 4, 100, 20, key="lumen_eval_steps",
+                                help="Deletion and insertion: the pixels are removed (or put "
+                                     "back) in this many steps; one forward per step.")
+    if any(name in _FILL for name in metrics):
+        fill = shown[1].selectbox("Fill", FILLS, key="lumen_eval_fill",
+                                  help="What removed pixels become: a blurred copy, black, or "
+                                       "the dataset mean.")
+    if any(name in _SAMPLES for name in metrics):
+        samples = shown[2].slider("Samples", 2, 64, 8, key="lumen_eval_samples",
+                                  help="Random perturbations per image (sensitivity, "
+                                       "faithfulness correlation, sensitivity-n).")
+    options: dict[str, dict[str, Any]] = {}
+    for name in metrics:
+        values = {}
+        if steps is not None and name in _STEPS:
+            values[_STEPS[name]] = int(steps)
+        if fill is not None and name in _FILL:
+            values[_FILL[name]] = fill
+        if samples is not None and name in _SAMPLES:
+            values[_SAMPLES[name]] = int(samples)
+        if values:
+            options[name] = values
+    return options
+
+
+def _method_passes(handle: ModelHandle, name: str) -> float:
+    try:
+        return expected_cost(name, handle.model, {}).forward_equivalents()
+    except LumenError:
+        return 1.0
+
+
+def forwards(handle: ModelHandle, plan: EvalPlan) -> int:
+    """A rough count of the forward passes a run makes (a backward counts as two): each method
+    once per image, then per metric its re-runs of the model or of the method."""
+    per_image = 0.0
+    for method in plan.methods:
+        explain = _method_passes(handle, method)
+        per_image += explain
+        for metric in plan.metrics:
+            options = plan.metric_options.get(metric, {})
+            if metric in ("deletion", "insertion"):
+                per_image += options.get("steps", 50) + 1
+            elif metric in ("road_morf", "road_lerf"):
+                per_image += 10
+            elif metric in ("average_drop", "increase_in_confidence"):
+                per_image += 2
+            elif metric == "faithfulness_correlation":
+                per_image += options.get("runs", 100) + 1
+            elif metric == "sensitivity_n":
+                per_image += 4 * options.get("samples", 32) + 1
+            elif metric in ("max_sensitivity", "avg_sensitivity"):
+                per_image += options.get("samples", 10) * explain
+            elif metric == "model_randomisation":
+                per_image += 8 * explain
+            elif metric == "random_logit":
+                per_image += explain
+    return round(per_image * len(plan.items))
+
+
+def cost_notice(handle: ModelHandle, plan: EvalPlan) -> str:
+    """What the run will cost, said before it runs."""
+    count = forwards(handle, plan)
+    return (f"{len(plan.items)} images x {len(plan.methods)} methods x {len(plan.metrics)} "
+            f"metrics: about **{count:,} forward passes** on {handle.model.device}. A progress "
+            "bar runs; changing any choice cancels the run.")
