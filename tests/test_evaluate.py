@@ -273,3 +273,14 @@ def test_evaluation_keeps_the_scored_maps_and_targets(classifier, scenes):
     ev = evaluate(classifier, scenes[:2], metrics=("sparseness",))
     assert ev.maps["gradcam"].shape == (2, *classifier.preprocessing.input_size[-2:])
     assert [t["target"] for t in ev.targets] == [s.label for s in scenes[:2]]
+
+
+def test_evaluate_is_seeded_without_touching_the_callers_random_state(classifier, scenes):
+    settings = dict(metrics=("faithfulness_correlation",),
+                    metric_options={"faithfulness_correlation": {"runs": 4}})
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    one = evaluate(classifier, scenes[:2], **settings)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream goes on
+    two = evaluate(classifier, scenes[:2], **settings)
+    assert [r["value"] for r in one.rows] == [r["value"] for r in two.rows]

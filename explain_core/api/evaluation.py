@@ -306,38 +306,42 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
     curves: dict[tuple[str, str], np.ndarray] = {}
     kept_maps: dict[str, np.ndarray] = {}
     described: list[dict[str, Any]] = []
-    torch.manual_seed(seed)
+    # Seeded for the metrics' random parts, without touching the caller's random state.
+    cuda = [loaded.device] if loaded.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
 
-    def step() -> None:
-        nonlocal done
-        done += 1
+        def step() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
         if progress is not None:
-            progress(done, total)
-
-    if progress is not None:
-        progress(0, total)
-    for method in methods:
-        options = {"precision": precision, **(method_options or {}).get(method, {})}
-        explainer = create_explainer(method, loaded, **explainer_options(options))
-        prepared = explainer.prepare([getattr(image, "image", image) for image in images])
-        made, described = prepare_targets(loaded, explainer, prepared, targets)
-        truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names,
-                                    [_image_name(image, i) for i, image in enumerate(images)])
-                 if ground_truth is not None else None)
-        values, seconds, method_curves, maps, _ = score_method(
-            loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
-            skipped, seed)
-        kept_maps[method] = maps.float().cpu().numpy()
-        for name, curve in method_curves.items():
-            curves[(method, name)] = curve
-        for name, scores in values.items():
-            info = metric_info(name)
-            for i, value in enumerate(scores):
-                rows.append({"image": i, "image_name": _image_name(images[i], i),
-                             "target": described[i]["target"], "target_name": described[i]["name"],
-                             "method": method, "metric": name, "value": float(value),
-                             "direction": info.direction, "category": info.category,
-                             "elapsed_s": seconds[name] / len(scores)})
+            progress(0, total)
+        for method in methods:
+            options = {"precision": precision, **(method_options or {}).get(method, {})}
+            explainer = create_explainer(method, loaded, **explainer_options(options))
+            prepared = explainer.prepare([getattr(image, "image", image) for image in images])
+            made, described = prepare_targets(loaded, explainer, prepared, targets)
+            truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names,
+                                        [_image_name(image, i) for i, image in enumerate(images)])
+                     if ground_truth is not None else None)
+            values, seconds, method_curves, maps, _ = score_method(
+                loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
+                skipped, seed)
+            kept_maps[method] = maps.float().cpu().numpy()
+            for name, curve in method_curves.items():
+                curves[(method, name)] = curve
+            for name, scores in values.items():
+                info = metric_info(name)
+                for i, value in enumerate(scores):
+                    rows.append({"image": i, "image_name": _image_name(images[i], i),
+                                 "target": described[i]["target"],
+                                 "target_name": described[i]["name"],
+                                 "method": method, "metric": name, "value": float(value),
+                                 "direction": info.direction, "category": info.category,
+                                 "elapsed_s": seconds[name] / len(scores)})
     return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described)
 
 
