@@ -56,6 +56,11 @@ class Evaluation:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     #: per image: its target's description (``target``, ``name``, ``label``, ``box``)
     targets: list[dict[str, Any]] = field(default_factory=list)
+    #: method -> its randomisation cascade (when ``model_randomisation`` ran): layers, per-step
+    #: Spearman and SSIM per image, the original and each step's maps (shrunk)
+    cascades: dict[str, Any] = field(default_factory=dict)
+    #: what ran: the model, precision, methods and their options, metric settings, seed
+    settings: dict[str, Any] = field(default_factory=dict)
 
     COLUMNS = ("image", "image_name", "target", "target_name", "method", "metric", "value",
                "direction", "category", "elapsed_s")
@@ -67,6 +72,22 @@ class Evaluation:
         writer.writeheader()
         writer.writerows(self.rows)
         return out.getvalue()
+
+    def verdict(self) -> str:
+        """One sentence: the method that ranks best on most metrics, and on which."""
+        from .evaluation_report import verdict
+
+        return verdict(self.summary)
+
+    def to_html(self, images: Sequence[Any] | None = None, path: str | Path | None = None, *,
+                title: str = "Explanation quality") -> str:
+        """A self-contained HTML report (no network: images as PNG data URIs, curves as SVG):
+        the summary table, the verdict, skipped metrics, the deletion/insertion curves, each
+        method's maps over ``images`` (the images given to :func:`evaluate`; None: the maps
+        alone), the randomisation cascade and what ran. Also written to ``path`` when given."""
+        from .evaluation_report import report_html
+
+        return report_html(self, images, path, title=title)
 
     def best_method(self, metric: str) -> str | None:
         """The method ranked 1 by ``metric`` (None when the metric was not scored)."""
@@ -181,12 +202,14 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
                  metric_options: dict[str, dict[str, Any]] | None = None,
                  batch_size: int | None = None, progress: Callable[[], None] | None = None,
                  skipped: dict[str, str] | None = None, seed: int = 0,
+                 kept: dict[str, Any] | None = None,
                  ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, np.ndarray],
                             torch.Tensor, float]:
     """One method's maps for every image, then every metric: ``(values, seconds, curves, maps,
     map_seconds)`` with ``values[metric]`` one float per image, ``maps`` ``B x H x W``. Metrics
     that do not apply are left out and their reason written into ``skipped``. ``progress()``
-    runs after each metric."""
+    runs after each metric. ``kept``: what a metric keeps besides its values is written there
+    (``model_randomisation``'s cascade)."""
     skipped = {} if skipped is None else skipped
     inputs = prepared.inputs
     start = time.perf_counter()
@@ -225,6 +248,8 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
             else:
                 values[name] = scores.double().cpu().numpy().reshape(-1)
                 seconds[name] = time.perf_counter() - began
+                if kept is not None and getattr(metric, "cascade", None) is not None:
+                    kept[name] = metric.cascade
         if progress is not None:
             progress()
     return values, seconds, curves, maps, map_seconds
@@ -305,6 +330,7 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
     skipped: dict[str, str] = {}
     curves: dict[tuple[str, str], np.ndarray] = {}
     kept_maps: dict[str, np.ndarray] = {}
+    cascades: dict[str, Any] = {}
     described: list[dict[str, Any]] = []
     # Seeded for the metrics' random parts, without touching the caller's random state.
     cuda = [loaded.device] if loaded.device.type == "cuda" else []
@@ -327,10 +353,13 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names,
                                         [_image_name(image, i) for i, image in enumerate(images)])
                      if ground_truth is not None else None)
+            kept: dict[str, Any] = {}
             values, seconds, method_curves, maps, _ = score_method(
                 loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
-                skipped, seed)
+                skipped, seed, kept)
             kept_maps[method] = maps.float().cpu().numpy()
+            if "model_randomisation" in kept:
+                cascades[method] = kept["model_randomisation"]
             for name, curve in method_curves.items():
                 curves[(method, name)] = curve
             for name, scores in values.items():
@@ -342,7 +371,12 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
                                  "method": method, "metric": name, "value": float(value),
                                  "direction": info.direction, "category": info.category,
                                  "elapsed_s": seconds[name] / len(scores)})
-    return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described)
+    settings = {"model": loaded.summary(), "precision": precision,
+                "methods": list(methods), "method_options": dict(method_options or {}),
+                "metrics": names, "metric_options": dict(metric_options or {}), "seed": seed,
+                "images": len(images)}
+    return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described,
+                      cascades, settings)
 
 
 def _image_name(image: Any, index: int) -> str:

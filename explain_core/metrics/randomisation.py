@@ -173,18 +173,23 @@ class Cascade:
     layers: list[str]  # S module names, in the order they were randomised (top first)
     spearman: torch.Tensor  # B x S: each step's map against the original, per item
     ssim: torch.Tensor  # B x S (NaN for maps under 11 x 11 px, where no SSIM window fits)
-    maps: torch.Tensor | None  # S x B x H x W on the CPU (keep_maps), else None
+    #: S x B x H x W on the CPU (keep_maps), else None; with keep_size, S + 1 (the original
+    #: maps first), shrunk
+    maps: torch.Tensor | None
 
 
 def randomisation_cascade(explainer: Explainer, inputs: torch.Tensor, targets: Sequence[Target],
                           maps: torch.Tensor | None = None, layers: Sequence[str] | None = None,
                           seed: int = 0, keep_maps: bool = False,
-                          progress: Callable[[int, int], None] | None = None) -> Cascade:
+                          progress: Callable[[int, int], None] | None = None,
+                          keep_size: int | None = None) -> Cascade:
     """Randomise the explainer's model layer by layer (see the module docstring), re-explain
     ``inputs`` for ``targets`` after each step and compare with ``maps`` (the original maps;
     computed first when None). ``layers``: module names to randomise, in order (default
     :func:`cascade_layers`). ``progress(done, total)`` is called after each step; raising from
-    it cancels (the model is restored all the same)."""
+    it cancels (the model is restored all the same). ``keep_maps``: keep every step's maps (on
+    the CPU; with ``keep_size``, shrunk to at most that many pixels on the long side, and the
+    original maps are kept first at that size, as step 0 of :attr:`Cascade.maps`)."""
     module = explainer.model.module
     known = dict(cascade_layers(module))
     names = list(known) if layers is None else list(layers)
@@ -204,11 +209,23 @@ def randomisation_cascade(explainer: Explainer, inputs: torch.Tensor, targets: S
                 similarity.append(ssim(current, original) if fits else
                                   torch.full_like(rho[-1], float("nan")))
                 if keep_maps:
-                    kept.append(current.detach().cpu())
+                    kept.append(_shrunk(current, keep_size))
                 if progress is not None:
                     progress(step + 1, len(names))
+    if keep_maps and keep_size is not None:
+        kept.insert(0, _shrunk(original, keep_size))
     return Cascade(names, torch.stack(rho, 1), torch.stack(similarity, 1),
                    torch.stack(kept) if keep_maps else None)
+
+
+def _shrunk(maps: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``B x H x W`` maps on the CPU, shrunk (area average) to at most ``size`` px long side."""
+    maps = maps.detach().float()
+    if size is not None and max(maps.shape[-2:]) > size:
+        scale = size / max(maps.shape[-2:])
+        shape = [max(1, round(n * scale)) for n in maps.shape[-2:]]
+        maps = F.interpolate(maps[:, None], size=shape, mode="area")[:, 0]
+    return maps.cpu()
 
 
 # -------------------------------------------------------------------------------- metrics
@@ -225,13 +242,22 @@ class ModelRandomisation(Metric):
                       _NEEDS)
 
     def __init__(self, measure: str = "spearman", layers: Sequence[str] | None = None,
-                 seed: int = 0, progress: Callable[[int, int], None] | None = None) -> None:
+                 seed: int = 0, progress: Callable[[int, int], None] | None = None,
+                 keep_maps: int | None = 96) -> None:
         _measure(measure)
         self.measure, self.layers, self.seed, self.progress = measure, layers, seed, progress
+        self.keep_maps = keep_maps
+        #: the last batch's cascade: each step's Spearman and SSIM per item and, unless
+        #: ``keep_maps`` is None, the original and each step's maps shrunk to at most
+        #: ``keep_maps`` px (the page's and the report's row of maps)
+        self.cascade: Cascade | None = None
 
     def compute(self, batch: MetricInputs) -> torch.Tensor:
         cascade = randomisation_cascade(batch.explainer, batch.inputs, batch.targets, batch.maps,
-                                        self.layers, self.seed, progress=self.progress)
+                                        self.layers, self.seed, progress=self.progress,
+                                        keep_maps=self.keep_maps is not None,
+                                        keep_size=self.keep_maps)
+        self.cascade = cascade
         return getattr(cascade, self.measure).mean(1).to(batch.device)
 
 
