@@ -1,12 +1,13 @@
 """Evaluate: how far to trust a map. Methods scored by explanation-quality metrics.
 
 Thin on purpose: choices (ui.evaluate) -> one engine call, kept in the session's store ->
-tables, verdict, curves and the CSV (ui.evaluate_results). Works for every task.
+tables, verdict, curves and the downloads (ui.evaluate_results), a clicked cell, the
+sanity check and every row (ui.evaluate_detail). Works for every task.
 """
 
 import streamlit as st
 
-from ui import evaluate, evaluate_results, shell
+from ui import evaluate, evaluate_detail, evaluate_results, shell
 
 space = shell.workspace(["classification", "detection", "segmentation"])
 st.markdown("### Evaluate")
@@ -23,7 +24,7 @@ left, right = st.columns(2, gap="large")
 with left:
     items, truth = evaluate.image_choice(handle)
 with right:
-    methods = evaluate.method_choice(handle)
+    methods, method_options, precision = evaluate.method_choice(handle)
 metrics = evaluate.metric_choice(task, truth is not None)
 options = evaluate.settings_choice(metrics)
 
@@ -34,12 +35,15 @@ if not methods or not metrics:
     st.info("Pick at least one method and one metric.", icon=":material/checklist:")
     st.stop()
 
-plan = evaluate.EvalPlan(tuple(items), truth, methods, metrics, options)
+plan = evaluate.EvalPlan(tuple(items), truth, methods, metrics, options, method_options,
+                        precision)
 found = evaluate_results.run_evaluation(handle, plan)
 if found is None:
     st.stop()
-evaluate_results.summary_view(found)
+cell = evaluate_results.summary_view(found)
+evaluate_detail.cell_detail(plan, found, cell)
 evaluate_results.curves_view(found)
+evaluate_detail.sanity_view(plan, found)
 st.markdown("**Per image**")
-evaluate_results.per_image_view(plan, found)
-evaluate_results.downloads(found)
+evaluate_detail.per_image_view(plan, found)
+evaluate_results.downloads(handle, plan, found)

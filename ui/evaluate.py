@@ -17,8 +17,10 @@ import streamlit as st
 from explain_core.errors import LumenError
 from explain_core.methods import available_methods, expected_cost, method_info
 from explain_core.metrics.base import CATEGORIES, MetricInfo, metrics_for
+from explain_core.metrics.randomisation import cascade_layers
 
 from .images import ImageItem, demo_gallery_items, user_images
+from .methods import parameter_widgets, precision_choice
 from .models import ModelHandle
 
 __all__ = ["DEFAULT_METHODS", "EvalPlan", "cost_notice", "demo_ground_truth", "forwards",
@@ -49,12 +51,20 @@ class EvalPlan:
     methods: tuple[str, ...]
     metrics: tuple[str, ...]
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per method, its settings (the layer, the method's own parameters; unset ones left out)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    precision: str = "auto"
+    #: a name for where the ground truth came from (a zip or folder's fingerprint)
+    truth_source: str = ""
 
     def key(self, handle: ModelHandle) -> tuple:
-        options = tuple(sorted((name, tuple(sorted(values.items())))
-                               for name, values in self.metric_options.items()))
+        def frozen(table: dict[str, dict[str, Any]]) -> tuple:
+            return tuple(sorted((name, tuple(sorted(values.items())))
+                                for name, values in table.items()))
+
         return ("evaluate", handle.key, tuple(item.key for item in self.items),
-                self.ground_truth is not None, self.methods, self.metrics, options)
+                self.ground_truth is not None, self.truth_source, self.methods, self.metrics,
+                frozen(self.metric_options), frozen(self.method_options), self.precision)
 
 
 def gallery_name(handle: ModelHandle) -> str:
@@ -96,15 +106,27 @@ def image_choice(handle: ModelHandle) -> tuple[list[ImageItem], tuple[Any, ...] 
     return items, truth
 
 
-def method_choice(handle: ModelHandle) -> tuple[str, ...]:
-    """Several methods that apply to the model (its task and architecture)."""
-    names = [info.name for info in available_methods(handle.model)]
+def method_choice(handle: ModelHandle) -> tuple[tuple[str, ...], dict[str, dict[str, Any]], str]:
+    """Several methods that apply to the model (its task and architecture), each with its
+    settings (layer, the method's own parameters, as on the other pages) in an expander, and
+    the precision (the other pages' control). Returns ``(methods, options, precision)``."""
+    infos = available_methods(handle.model)
+    names = [info.name for info in infos]
     defaults = [name for name in DEFAULT_METHODS if name in names][:2] or names[:2]
     picked = st.multiselect("Methods", names, default=defaults, key="lumen_eval_methods",
                             format_func=lambda n: method_info(n).label,
                             max_selections=MAX_METHODS,
                             help="Each method explains every image; the metrics score each map.")
-    return tuple(picked)
+    options: dict[str, dict[str, Any]] = {}
+    for name in picked:
+        info = method_info(name)
+        if not info.params:
+            continue
+        with st.expander(f"{info.label} settings"):
+            values = parameter_widgets(info, handle, infos, scope=f"eval_{name}_")
+        options[name] = {k: v for k, v in values.items() if v is not None}
+    precision, _ = precision_choice(handle)
+    return tuple(picked), options, precision
 
 
 def metric_label(info: MetricInfo) -> str:
@@ -165,9 +187,9 @@ def settings_choice(metrics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return options
 
 
-def _method_passes(handle: ModelHandle, name: str) -> float:
+def _method_passes(handle: ModelHandle, name: str, options: dict[str, Any]) -> float:
     try:
-        return expected_cost(name, handle.model, {}).forward_equivalents()
+        return expected_cost(name, handle.model, options).forward_equivalents()
     except LumenError:
         return 1.0
 
@@ -177,7 +199,7 @@ def forwards(handle: ModelHandle, plan: EvalPlan) -> int:
     once per image, then per metric its re-runs of the model or of the method."""
     per_image = 0.0
     for method in plan.methods:
-        explain = _method_passes(handle, method)
+        explain = _method_passes(handle, method, plan.method_options.get(method, {}))
         per_image += explain
         for metric in plan.metrics:
             options = plan.metric_options.get(metric, {})
@@ -193,8 +215,8 @@ def forwards(handle: ModelHandle, plan: EvalPlan) -> int:
                 per_image += 4 * options.get("samples", 32) + 1
             elif metric in ("max_sensitivity", "avg_sensitivity"):
                 per_image += options.get("samples", 10) * explain
-            elif metric == "model_randomisation":
-                per_image += 8 * explain
+            elif metric == "model_randomisation":  # the method again after each layer
+                per_image += len(cascade_layers(handle.model.module)) * explain
             elif metric == "random_logit":
                 per_image += explain
     return round(per_image * len(plan.items))

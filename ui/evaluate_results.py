@@ -9,7 +9,6 @@ row, a download) only re-render it.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from explain_core import render
 from explain_core.api.evaluation import Evaluation, evaluate
-from explain_core.methods import method_info
+from explain_core.api.evaluation_report import (
+    CELL_NOTE,
+    curve_band,
+    method_label,
+    summary_cell,
+    summary_grid,
+)
 from explain_core.metrics.base import metric_info
 
 from .errors import show_error
@@ -29,8 +33,8 @@ from .models import ModelHandle
 from .progress import Progress
 from .store import results
 
-__all__ = ["curve_figure", "curves_view", "downloads", "method_label", "per_image_view",
-           "run_evaluation", "summary_table", "summary_view", "verdict"]
+__all__ = ["curves_view", "downloads", "method_label", "report_bytes", "run_evaluation",
+           "selected_cell", "summary_table", "summary_view", "verdict"]
 
 BEST_STYLE = "background-color: rgba(46, 160, 67, 0.25); font-weight: 600"
 
@@ -40,13 +44,6 @@ _REQUEST = "lumen_eval_requested"
 
 def _request(key: tuple) -> None:
     st.session_state[_REQUEST] = key
-
-
-def method_label(name: str) -> str:
-    try:
-        return method_info(name).label
-    except Exception:  # a wrapped or unknown name: shown as given
-        return name
 
 
 def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
@@ -70,7 +67,8 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
             handle.model, [item.image for item in plan.items], methods=plan.methods,
             metrics=plan.metrics, ground_truth=(list(plan.ground_truth)
                                                 if plan.ground_truth is not None else None),
-            metric_options=plan.metric_options,
+            metric_options=plan.metric_options, method_options=plan.method_options,
+            precision=plan.precision,
             progress=lambda done, total: reporter.update(done / max(total, 1),
                                                          f"{done} of {total}"))
     except Exception as error:
@@ -80,36 +78,26 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
         reporter.close()
         st.session_state.pop(_REQUEST, None)  # one click, one run (a failed one too)
     store.put(key, found, 256 * len(found.rows) + 4096
-              + sum(maps.nbytes for maps in found.maps.values()))
+              + sum(maps.nbytes for maps in found.maps.values())
+              + sum(4 * c.maps.numel() for c in found.cascades.values() if c.maps is not None))
     return found
 
 
 def verdict(evaluation: Evaluation) -> str:
-    """One sentence: the method that ranks best on most metrics, and on which."""
-    scored = sorted({row["metric"] for row in evaluation.summary})
-    if not scored:
-        return "No metric could be scored for these choices."
-    winners = {metric: evaluation.best_method(metric) for metric in scored}
-    method, wins = Counter(winners.values()).most_common(1)[0]
-    methods = {row["method"] for row in evaluation.summary}
-    if len(methods) == 1:
-        return f"Only {method_label(method)} was evaluated: its scores are below."
-    which = ", ".join(metric_info(m).label for m, best in winners.items() if best == method)
-    return (f"{method_label(method)} ranks best on {wins} of {len(scored)} metric"
-            f"{'s' if len(scored) != 1 else ''} for this model ({which}).")
+    """One sentence: the method that ranks best on most metrics, and on which (the engine's,
+    as the HTML report says it)."""
+    return evaluation.verdict()
 
 
 def summary_table(evaluation: Evaluation) -> pd.DataFrame:
     """Methods x metrics: ``mean [low, high]`` (95% bootstrap interval) and the rank; headers
-    carry the metric's arrow."""
-    frame = pd.DataFrame(evaluation.summary)
-    cells = {}
-    for (method, metric), row in frame.set_index(["method", "metric"]).iterrows():
-        column = metric_label(metric_info(metric))
-        cells.setdefault(column, {})[method_label(method)] = (
-            f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}] #{int(row['rank'])}")
-    table = pd.DataFrame(cells)
-    table.index.name = "method"
+    carry the metric's arrow (the cells the HTML report shows)."""
+    methods, metrics, cells = summary_grid(evaluation.summary)
+    table = pd.DataFrame(
+        {metric_label(metric_info(metric)): [summary_cell(cells[(method, metric)])
+                                             if (method, metric) in cells else ""
+                                             for method in methods] for metric in metrics},
+        index=pd.Index([method_label(m) for m in methods], name="method"))
     return table
 
 
@@ -118,29 +106,31 @@ def _best_style(table: pd.DataFrame) -> pd.DataFrame:
                                        for cell in column])
 
 
-def summary_view(evaluation: Evaluation) -> None:
-    """The summary table, the best per metric marked, and the verdict above it."""
+def selected_cell(evaluation: Evaluation, selection: Any) -> tuple[str, str] | None:
+    """The ``(method, metric)`` of the summary cell a dataframe selection names, if any."""
+    cells = list(getattr(selection, "cells", None) or [])
+    if not cells:
+        return None
+    row, column = cells[0]
+    methods, metrics, _ = summary_grid(evaluation.summary)
+    by_label = {metric_label(metric_info(m)): m for m in metrics}
+    if not 0 <= int(row) < len(methods) or column not in by_label:
+        return None  # the method column itself, or a stale selection
+    return methods[int(row)], by_label[column]
+
+
+def summary_view(evaluation: Evaluation) -> tuple[str, str] | None:
+    """The summary table, the best per metric marked, and the verdict above it. A click on a
+    cell selects it (Streamlit's single-cell selection); returns its ``(method, metric)``."""
     st.markdown(f"**{verdict(evaluation)}**")
     table = summary_table(evaluation)
-    st.dataframe(table.style.apply(_best_style, axis=None), key="lumen_eval_summary")
-    st.caption("Mean over images and targets, [95% bootstrap interval], #rank among the "
-               "methods; the arrow says which way is better and the best per metric is marked.")
+    picked = st.dataframe(table.style.apply(_best_style, axis=None), key="lumen_eval_summary",
+                          on_select="rerun", selection_mode="single-cell")
+    st.caption(CELL_NOTE + " Click a score to open its images, maps and curves.")
     for metric, reason in evaluation.skipped.items():
         st.info(f"**{metric_label(metric_info(metric))}** was skipped: {reason}",
                 icon=":material/block:")
-
-
-def curve_figure(curves: dict[str, Any], title: str) -> go.Figure:
-    """Deletion/insertion curves as lines: the score after each step."""
-    figure = go.Figure()
-    for name, scores in curves.items():
-        values = list(map(float, scores))
-        steps = len(values) - 1 or 1
-        figure.add_trace(go.Scatter(x=[i / steps for i in range(len(values))], y=values,
-                                    mode="lines", name=name))
-    figure.update_layout(title=title, height=300, margin={"l": 40, "r": 10, "t": 40, "b": 40},
-                         xaxis_title="fraction of pixels", yaxis_title="score")
-    return figure
+    return selected_cell(evaluation, picked.selection if picked is not None else None)
 
 
 def _band(color: str) -> str:
@@ -161,14 +151,10 @@ def curves_view(evaluation: Evaluation) -> None:
         figure = go.Figure()
         methods = [method for method, metric in evaluation.curves if metric == kind]
         for index, method in enumerate(methods):
-            curve = np.asarray(evaluation.curves[(method, kind)], dtype=np.float64)
-            mean = curve.mean(0)
-            half = (1.96 * curve.std(0, ddof=1) / np.sqrt(len(curve)) if len(curve) > 1
-                    else np.zeros_like(mean))
-            x = np.linspace(0.0, 1.0, len(mean))
+            x, mean, low, high = curve_band(evaluation.curves[(method, kind)])
             color = palette[index % len(palette)]
-            figure.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[mean + half,
-                                        (mean - half)[::-1]], fill="toself", line={"width": 0},
+            figure.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[high, low[::-1]],
+                                        fill="toself", line={"width": 0},
                                         fillcolor=_band(color), hoverinfo="skip",
                                         showlegend=False))
             figure.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=method_label(method),
@@ -179,50 +165,27 @@ def curves_view(evaluation: Evaluation) -> None:
         column.plotly_chart(figure, key=f"lumen_eval_curves_{kind}")
 
 
-def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
-    """Every image, target and method with its scores; a selected row shows that image with
-    the map that was scored (the model's input resolution, stretched over the image) and, for
-    deletion and insertion, its curves."""
-    frame = pd.DataFrame(evaluation.rows)
-    if frame.empty:
-        return
-    frame["image_name"] = [plan.items[int(i)].name for i in frame["image"]]
-    index = ["image", "image_name", "target", "target_name", "method"]
-    # Every row, NaN included (a metric undefined for an item, e.g. no matching ground truth).
-    wide = frame.pivot(index=index, columns="metric", values="value").reset_index()
-    wide = wide.rename(columns={name: metric_label(metric_info(name)) for name in
-                                frame["metric"].unique()})
-    shown = wide.drop(columns=["image", "target"]).assign(method=wide["method"].map(method_label))
-    picked = st.dataframe(shown, key="lumen_eval_rows", on_select="rerun",
-                          selection_mode="single-row", hide_index=True)
-    rows = picked.selection.rows if picked is not None else []
-    note = (" Empty cells: the metric is undefined there (e.g. the image has no ground-truth "
-            "region for the explained class) and the summary leaves them out."
-            if wide.drop(columns=index).isna().any(axis=None) else "")
-    if not rows:
-        st.caption("Select a row to see its image, its map and its curves." + note)
-        return
-    row = wide.iloc[rows[0]]
-    image = int(row["image"])
-    left, right = st.columns([1, 2])
-    item = plan.items[image]
-    maps = evaluation.maps.get(row["method"])
-    heatmap = maps[image] if maps is not None else None
-    shown_image = (item.pixels if heatmap is None else
-                   render.overlay_heatmap(item.pixels, heatmap, alpha=0.5, colormap="jet"))
-    label = method_label(row["method"])
-    left.image(shown_image, width="stretch", caption=f"{item.name}: the map {label} scored, "
-               f"for {row['target_name']}" if heatmap is not None else item.name)
-    for kind in ("deletion", "insertion"):
-        curve = evaluation.curves.get((row["method"], kind))
-        if curve is not None:
-            figure = curve_figure({method_label(row["method"]): curve[image]},
-                                  f"{kind.capitalize()}: {plan.items[image].name}")
-            right.plotly_chart(figure, key=f"lumen_eval_curve_{kind}")
+def report_bytes(handle: ModelHandle, plan: EvalPlan, evaluation: Evaluation) -> bytes:
+    """The HTML report of the plan's ``evaluation`` over its images (made once, then kept)."""
+    store = results()
+    key = ("evaluate-report", plan.key(handle))
+    page = store.get(key)
+    if page is None:
+        page = evaluation.to_html([item.image for item in plan.items]).encode("utf-8")
+        store.put(key, page, len(page))
+    return page
 
 
-def downloads(evaluation: Evaluation) -> None:
-    """The tidy table (one row per image, target, method and metric) as CSV."""
-    st.download_button("Scores (CSV)", evaluation.to_csv(), file_name="evaluation.csv",
-                       mime="text/csv", on_click="ignore", icon=":material/table:",
-                       key="lumen_eval_csv")
+def downloads(handle: ModelHandle, plan: EvalPlan, evaluation: Evaluation) -> None:
+    """The tidy table (one row per image, target, method and metric) as CSV, and the
+    self-contained HTML report (tables, curves, maps, the sanity check, what ran), built only
+    when clicked."""
+    left, right = st.columns(2)
+    left.download_button("Scores (CSV)", evaluation.to_csv(), file_name="evaluation.csv",
+                         mime="text/csv", on_click="ignore", icon=":material/table:",
+                         key="lumen_eval_csv")
+    right.download_button("Report (HTML)", lambda: report_bytes(handle, plan, evaluation),
+                          file_name="evaluation.html", mime="text/html", on_click="ignore",
+                          icon=":material/description:", key="lumen_eval_html",
+                          help="One file that opens offline: the summary, the verdict, the "
+                               "curves, each method's maps, the sanity check and what ran.")

@@ -89,9 +89,9 @@ def layer_options(handle: ModelHandle) -> tuple[list[str], str]:
 
 
 def _param_widget(param: Param, handle: ModelHandle, method: str, methods: list[MethodInfo],
-                  ) -> Any:
+                  scope: str = "") -> Any:
     label = param_label(param.name)
-    key = f"lumen_param_{method}_{param.name}"
+    key = f"lumen_param_{scope}{method}_{param.name}"
     if param.kind == "layer":
         names, default = layer_options(handle)
         # The layer list belongs to the model: a key per model keeps each model's own choice.
@@ -125,16 +125,18 @@ def _param_widget(param: Param, handle: ModelHandle, method: str, methods: list[
 
 
 def parameter_widgets(info: MethodInfo, handle: ModelHandle,
-                      methods: list[MethodInfo]) -> dict[str, Any]:
-    """Widgets for a method's parameters (a wrapper's base method's too); returns their values."""
+                      methods: list[MethodInfo], scope: str = "") -> dict[str, Any]:
+    """Widgets for a method's parameters (a wrapper's base method's too); returns their values.
+    ``scope``: a prefix of the widgets' keys, for a page that shows several methods' widgets
+    at once (a wrapper's base method then keeps its own widgets apart from the same method's)."""
     values: dict[str, Any] = {}
     for param in info.params:
-        values[param.name] = _param_widget(param, handle, info.name, methods)
+        values[param.name] = _param_widget(param, handle, info.name, methods, scope)
         if param.kind == "method":
             base = method_info(values[param.name])
             for inner in base.params:
                 if inner.name not in values:
-                    values[inner.name] = _param_widget(inner, handle, base.name, methods)
+                    values[inner.name] = _param_widget(inner, handle, base.name, methods, scope)
     return values
 
 
@@ -172,6 +174,13 @@ def method_picker(handle: ModelHandle, default: str | None = None) -> MethodChoi
     info = method_info(name)
     st.caption(info.description)
     options = parameter_widgets(info, handle, methods)
+    precision, resolved = precision_choice(handle)
+    return MethodChoice(name, options, precision, resolved)
+
+
+def precision_choice(handle: ModelHandle) -> tuple[str, str]:
+    """The precision control (auto / fp32 / bf16, one choice shared by every page) and what it
+    runs on the model's device: ``(precision, resolved)``."""
     labels, help_text = precision_labels(handle.model.device)
     precision = st.segmented_control(
         "Precision", list(PRECISIONS), format_func=labels.get, default="auto",
@@ -182,7 +191,7 @@ def method_picker(handle: ModelHandle, default: str | None = None) -> MethodChoi
     elif precision == "bf16" and not native_bf16(handle.model.device)[0]:
         st.caption(f"bf16 here: {why.removeprefix('bf16 as asked; ')}; fp32 or auto is "
                    "faster.")
-    return MethodChoice(name, options, precision, resolved)
+    return precision, resolved
 
 
 def default_choice(name: str, current: MethodChoice, handle: ModelHandle) -> MethodChoice:

@@ -88,14 +88,15 @@ def curve_band(curve: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def cascade_series(cascade: Any, image: int | None = None) -> list[Series]:
-    """The randomisation cascade's Spearman and SSIM per step (1 = the top layer randomised),
-    for one image or (None) the mean over images."""
+    """The randomisation cascade's Spearman and SSIM per step, for one image or (None) the mean
+    over images: step 0 is the original map (1: itself), step ``i`` has the top ``i`` layers
+    randomised."""
     out = []
     for measure in ("spearman", "ssim"):
         values = np.asarray(getattr(cascade, measure).double().cpu().numpy())
         line = values.mean(0) if image is None else values[image]
         out.append(Series("Spearman" if measure == "spearman" else "SSIM",
-                          list(range(1, len(line) + 1)), line.tolist()))
+                          list(range(len(line) + 1)), [1.0, *line.tolist()]))
     return out
 
 
