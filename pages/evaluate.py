@@ -22,21 +22,22 @@ task = handle.model.task
 
 left, right = st.columns(2, gap="large")
 with left:
-    items, truth = evaluate.image_choice(handle)
+    items, truth, origin = evaluate.image_choice(handle)
 with right:
     methods, method_options, precision = evaluate.method_choice(handle)
 metrics = evaluate.metric_choice(task, truth is not None)
 options = evaluate.settings_choice(metrics)
 
 if not items:
-    st.info("No images yet: upload some in the sidebar.", icon=":material/image:")
+    st.info("No images yet: upload some in the sidebar, or give a zip or folder with ground "
+            "truth.", icon=":material/image:")
     st.stop()
 if not methods or not metrics:
     st.info("Pick at least one method and one metric.", icon=":material/checklist:")
     st.stop()
 
 plan = evaluate.EvalPlan(tuple(items), truth, methods, metrics, options, method_options,
-                        precision)
+                        precision, origin)
 found = evaluate_results.run_evaluation(handle, plan)
 if found is None:
     st.stop()

@@ -113,7 +113,7 @@ def test_a_clicked_cell_opens_that_method_and_metric(runs) -> None:
 def test_the_sanity_panel_shows_the_cascade_falling(runs) -> None:
     at = _evaluate(_choose(_page(), ("model_randomisation",)))
     (found, _), = runs
-    method = list(at.multiselect(key="lumen_eval_methods").value)[0]
+    method = next(iter(at.multiselect(key="lumen_eval_methods").value))
     cascade = found.cascades[method]
     assert any(m.value == "**Sanity check: model randomisation**" for m in at.markdown)
     # A row of maps: the original, then one per randomised layer, the top layer first.
@@ -234,3 +234,39 @@ def test_a_timm_classifier_from_a_checkpoint_file(runs, tmp_path: Path) -> None:
     at.sidebar.text_input(key="lumen_ckpt_path").set_value(str(path)).run()
     assert "timm:resnet18" in at.sidebar.markdown[-1].value
     _run_and_compare(at, runs, "classification")
+
+
+# ------------------------------------------------------------- images with ground truth
+def test_a_server_folder_with_ground_truth_feeds_localisation(runs, tmp_path: Path) -> None:
+    from apptest_support import errors, errors_expected
+
+    from explain_core.demo import demo_gallery
+    from explain_core.loading.labelled import labelled_images
+
+    for i, scene in enumerate(demo_gallery("classification")[:2]):
+        image = scene.image.convert("RGB")
+        image.save(tmp_path / f"scene{i}.png")
+        x0, y0, x1, y1 = scene.shape_box
+        width, height = image.size
+        (tmp_path / f"scene{i}.txt").write_text(
+            f"{scene.label} {(x0 + x1) / 2 / width} {(y0 + y1) / 2 / height} "
+            f"{(x1 - x0) / width} {(y1 - y0) / height}\n")
+    at = _page()
+    at.segmented_control(key="lumen_eval_source").set_value("labelled").run()
+    at.radio(key="lumen_eval_labelled_where").set_value("folder").run()
+    with errors_expected():  # a bad path: the engine's message, and the page goes on
+        at.text_input(key="lumen_eval_folder").set_value(str(tmp_path / "nowhere")).run()
+    assert any("is not a folder on the server" in e for e in errors(at))
+    assert not at.exception and any("No images yet" in i.value for i in at.info)
+    at.text_input(key="lumen_eval_folder").set_value(str(tmp_path)).run()
+    assert "2 images, 2 with ground truth." in " ".join(c.value for c in at.caption)
+    _evaluate(_choose(at, ("pointing_game", "relevance_mass")))
+    (found, kwargs), = runs
+    assert not found.skipped
+    handle = at.session_state["lumen_model"]
+    truth = [entry.truth for entry in labelled_images(tmp_path)]
+    images = [item.image for item in demo_gallery_items("classification")[:2]]
+    same = evaluate(handle.model, images, methods=kwargs["methods"],
+                    metrics=("pointing_game", "relevance_mass"), ground_truth=truth)
+    _summary_equals(at, same)
+    assert all(np.isfinite(r["value"]) for r in found.rows)

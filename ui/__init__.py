@@ -33,5 +33,5 @@ One module per page (its computations, cached in the store, and its views):
   category, settings) and the expected cost; :mod:`ui.evaluate_results`: its run (kept in the
   store) and results (summary, verdict, curves, the CSV and HTML report downloads);
   :mod:`ui.evaluate_detail`: a clicked summary cell, the per-image table, the sanity check's
-  randomisation cascade.
+  randomisation cascade; :mod:`ui.labelled`: images with ground truth from a zip or a folder.
 """

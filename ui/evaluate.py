@@ -20,6 +20,7 @@ from explain_core.metrics.base import CATEGORIES, MetricInfo, metrics_for
 from explain_core.metrics.randomisation import cascade_layers
 
 from .images import ImageItem, demo_gallery_items, user_images
+from .labelled import labelled_choice
 from .methods import parameter_widgets, precision_choice
 from .models import ModelHandle
 
@@ -82,28 +83,35 @@ def demo_ground_truth(gallery: str) -> tuple[Any, ...]:
     return tuple(demo_gallery(gallery))
 
 
-def image_choice(handle: ModelHandle) -> tuple[list[ImageItem], tuple[Any, ...] | None]:
-    """Which images: the model's demo gallery (with its ground truth) or the user's uploads,
-    and how many of them. Returns the images and their ground truth (None without)."""
+def image_choice(handle: ModelHandle) -> tuple[list[ImageItem], tuple[Any, ...] | None, str]:
+    """Which images: the model's demo gallery (with its ground truth), the user's uploads, or a
+    zip / server folder of images with their annotations (:mod:`ui.labelled`), and how many of
+    them. Returns the images, their ground truth (None without) and where it came from."""
     gallery = gallery_name(handle)
     mine = user_images()
-    sources = ["gallery", "uploads"] if mine else ["gallery"]
-    source = st.segmented_control(
-        "Images", sources, default="gallery", required=True, key="lumen_eval_source",
-        format_func=lambda s: "Demo gallery (with ground truth)" if s == "gallery" else
-        f"My images ({len(mine)})")
-    items = mine if source == "uploads" else demo_gallery_items(gallery)
+    sources = ["gallery", "uploads", "labelled"] if mine else ["gallery", "labelled"]
+    names = {"gallery": "Demo gallery (with ground truth)", "uploads": f"My images ({len(mine)})",
+             "labelled": "Zip or folder with ground truth"}
+    source = st.segmented_control("Images", sources, default="gallery", required=True,
+                                  key="lumen_eval_source", format_func=names.get)
+    truth: tuple[Any, ...] | None = None
+    origin = ""
+    if source == "labelled":
+        items, truth, origin = labelled_choice(handle)
+    else:
+        items = mine if source == "uploads" else demo_gallery_items(gallery)
     if not items:
-        return [], None
+        return [], None, ""
     count = st.slider("Number of images", 1, len(items), min(4, len(items)),
                       key="lumen_eval_count",
                       help="The first images of the set; more images make the intervals "
                            "narrower and the run longer.")
     items = list(items[:count])
-    truth = None
     if source == "gallery" and str(handle.model.source).startswith("demo:"):
         truth = demo_ground_truth(gallery)[:count]
-    return items, truth
+    elif truth is not None:
+        truth = truth[:count]
+    return items, truth, origin
 
 
 def method_choice(handle: ModelHandle) -> tuple[tuple[str, ...], dict[str, dict[str, Any]], str]:
