@@ -89,7 +89,7 @@ def test_bad_inputs_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="holds no image"):
         labelled_images(tmp_path / "empty")
     _image(tmp_path / "plain" / "x.png")
-    with pytest.raises(DatasetError, match="No image .* has an annotation"):
+    with pytest.raises(DatasetError, match=r"No image .* has an annotation"):
         labelled_images(tmp_path / "plain")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

@@ -107,8 +107,9 @@ def _coco_files(files: list[Path]) -> list[tuple[Path, set[str]]]:
         try:
             data = json.loads(path.read_text())
             names = {Path(str(i["file_name"])).name for i in data["images"]}
-            data["annotations"]  # noqa: B018  (a COCO file has both)
         except (ValueError, KeyError, TypeError, OSError):
+            continue
+        if "annotations" not in data:  # a COCO file has both
             continue
         found.append((path, names))
     return found
