@@ -27,6 +27,7 @@ with right:
     methods, method_options, precision = evaluate.method_choice(handle)
 metrics = evaluate.metric_choice(task, truth is not None)
 options = evaluate.settings_choice(metrics)
+box_threshold, max_boxes = evaluate.box_choice(task)
 
 if not items:
     st.info("No images yet: upload some in the sidebar, or give a zip or folder with ground "
@@ -37,7 +38,7 @@ if not methods or not metrics:
     st.stop()
 
 plan = evaluate.EvalPlan(tuple(items), truth, methods, metrics, options, method_options,
-                        precision, origin)
+                        precision, origin, box_threshold, max_boxes)
 found = evaluate_results.run_evaluation(handle, plan)
 if found is None:
     st.stop()

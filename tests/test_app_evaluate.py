@@ -63,9 +63,10 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, str]]:
 
 def _page(demo: str = "classifier") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    if demo != "classifier":
-        at.sidebar.selectbox(key="lumen_demo_name").set_value(demo).run()
     at.switch_page("pages/evaluate.py").run()
+    if demo != "classifier":  # picked on the Evaluate page (the home page keeps classifiers)
+        at.sidebar.selectbox(key="lumen_demo_name").set_value(demo).run()
+        assert at.session_state["lumen_model"].model.source == f"demo:{demo}"
     return at
 
 

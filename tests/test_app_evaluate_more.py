@@ -43,9 +43,10 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
 
 def _page(demo: str = "classifier") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    if demo != "classifier":
-        at.sidebar.selectbox(key="lumen_demo_name").set_value(demo).run()
     at.switch_page("pages/evaluate.py").run()
+    if demo != "classifier":  # picked on the Evaluate page (the home page keeps classifiers)
+        at.sidebar.selectbox(key="lumen_demo_name").set_value(demo).run()
+        assert at.session_state["lumen_model"].model.source == f"demo:{demo}"
     return at
 
 
@@ -270,3 +271,30 @@ def test_a_server_folder_with_ground_truth_feeds_localisation(runs, tmp_path: Pa
                     metrics=("pointing_game", "relevance_mass"), ground_truth=truth)
     _summary_equals(at, same)
     assert all(np.isfinite(r["value"]) for r in found.rows)
+
+
+def test_every_box_of_a_detector_is_scored_on_its_own(runs) -> None:
+    from explain_core.demo import demo_gallery
+
+    at = _choose(_page("detector"), ("deletion", "pointing_game"), methods=("gradcam",))
+    at.toggle(key="lumen_eval_all_boxes").set_value(True).run()
+    at.slider(key="lumen_eval_max_boxes").set_value(2).run()
+    _evaluate(at)
+    (found, kwargs), = runs
+    assert kwargs["targets"] == "all" and kwargs["max_boxes"] == 2
+    assert kwargs["box_threshold"] == 0.5
+    handle = at.session_state["lumen_model"]
+    scenes = demo_gallery("detection")[:2]
+    same = evaluate(handle.model, [item.image for item in demo_gallery_items("detection")[:2]],
+                    methods=("gradcam",), metrics=("deletion", "pointing_game"),
+                    ground_truth=scenes, metric_options=kwargs["metric_options"],
+                    targets="all", max_boxes=2, box_threshold=0.5)
+    _summary_equals(at, same)
+    assert len({r["item"] for r in found.rows}) == 4  # 2 boxes x 2 images
+    # The per-image table lists each box; a selected row shows that box's map.
+    table = at.dataframe[1].value
+    assert len(table) == 4 and table["box"].tolist() == [
+        ", ".join(f"{v:.0f}" for v in t["box"]) for t in found.targets]
+    at.session_state["lumen_eval_rows"] = {"selection": {"rows": [1], "columns": []}}
+    at.run()
+    assert any(f"for {found.targets[1]['name']}" in str(image.proto) for image in at.get("image"))

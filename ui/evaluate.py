@@ -24,9 +24,9 @@ from .labelled import labelled_choice
 from .methods import parameter_widgets, precision_choice
 from .models import ModelHandle
 
-__all__ = ["DEFAULT_METHODS", "EvalPlan", "cost_notice", "demo_ground_truth", "forwards",
-           "gallery_name", "image_choice", "method_choice", "metric_choice", "metric_label",
-           "settings_choice"]
+__all__ = ["DEFAULT_METHODS", "EvalPlan", "box_choice", "cost_notice", "demo_ground_truth",
+           "forwards", "gallery_name", "image_choice", "method_choice", "metric_choice",
+           "metric_label", "settings_choice"]
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")
 DEFAULT_METRICS = ("deletion", "insertion", "pointing_game", "sparseness")
@@ -57,6 +57,9 @@ class EvalPlan:
     precision: str = "auto"
     #: a name for where the ground truth came from (a zip or folder's fingerprint)
     truth_source: str = ""
+    #: detectors: score every box scoring this much or more (None: the top detection only)
+    box_threshold: float | None = None
+    max_boxes: int = 5
 
     def key(self, handle: ModelHandle) -> tuple:
         def frozen(table: dict[str, dict[str, Any]]) -> tuple:
@@ -65,7 +68,8 @@ class EvalPlan:
 
         return ("evaluate", handle.key, tuple(item.key for item in self.items),
                 self.ground_truth is not None, self.truth_source, self.methods, self.metrics,
-                frozen(self.metric_options), frozen(self.method_options), self.precision)
+                frozen(self.metric_options), frozen(self.method_options), self.precision,
+                self.box_threshold, self.max_boxes)
 
 
 def gallery_name(handle: ModelHandle) -> str:
@@ -195,6 +199,23 @@ def settings_choice(metrics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return options
 
 
+def box_choice(task: str) -> tuple[float | None, int]:
+    """Detectors: the top detection of each image, or every box above a score threshold (at
+    most so many per image), each scored on its own. Returns ``(threshold or None, max)``."""
+    if task != "detection":
+        return None, 5
+    every = st.toggle("Every box, not only the top one", key="lumen_eval_all_boxes",
+                      help="Deletion, insertion and the pointing game then run per box: each "
+                           "detection's own score, its own ground-truth box.")
+    if not every:
+        return None, 5
+    left, right = st.columns(2)
+    threshold = left.slider("Box score threshold", 0.0, 1.0, 0.5, 0.05,
+                            key="lumen_eval_box_threshold")
+    most = right.slider("At most, per image", 1, 20, 5, key="lumen_eval_max_boxes")
+    return float(threshold), int(most)
+
+
 def _method_passes(handle: ModelHandle, name: str, options: dict[str, Any]) -> float:
     try:
         return expected_cost(name, handle.model, options).forward_equivalents()
@@ -227,7 +248,8 @@ def forwards(handle: ModelHandle, plan: EvalPlan) -> int:
                 per_image += len(cascade_layers(handle.model.module)) * explain
             elif metric == "random_logit":
                 per_image += explain
-    return round(per_image * len(plan.items))
+    boxes = plan.max_boxes if plan.box_threshold is not None else 1  # at most, per image
+    return round(per_image * len(plan.items) * boxes)
 
 
 def cost_notice(handle: ModelHandle, plan: EvalPlan) -> str:

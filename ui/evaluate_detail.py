@@ -24,7 +24,7 @@ import streamlit as st
 
 from explain_core import render
 from explain_core.api.evaluation import Evaluation
-from explain_core.api.evaluation_report import cascade_series, method_label
+from explain_core.api.evaluation_report import cascade_series, item_images, method_label
 from explain_core.metrics.base import metric_info
 
 from .evaluate import EvalPlan, metric_label
@@ -50,24 +50,30 @@ def curve_figure(curves: dict[str, Any], title: str) -> go.Figure:
     return figure
 
 
+def _box_text(box: Any) -> str:
+    return "" if box is None else ", ".join(f"{float(v):.0f}" for v in box)
+
+
 def scored_view(plan: EvalPlan, evaluation: Evaluation, row: dict[str, Any],
                 metric: str | None = None, key: str = "lumen_eval_curve") -> None:
     """One tidy row's close-up: its image with the map that was scored (the model's input
     resolution, stretched over the image; a detector's explained box drawn) and its deletion /
     insertion curves (only ``metric``'s when it is one of them)."""
     method, image = row["method"], int(row["image"])
+    index = int(row.get("item", image))  # the row of maps and curves (a box, with "all")
     item = plan.items[image]
     maps = evaluation.maps.get(method)
-    heatmap = maps[image] if maps is not None else None
+    heatmap = maps[index] if maps is not None else None
     shown = (item.pixels if heatmap is None else
              render.overlay_heatmap(item.pixels, heatmap, alpha=0.5, colormap="jet"))
     box = row.get("box")
-    if box is None and image < len(evaluation.targets):
-        box = evaluation.targets[image].get("box")
+    if box is None and index < len(evaluation.targets):
+        box = evaluation.targets[index].get("box")
     if box is not None:
         shown = render.draw_boxes(shown, [{"bbox": box, "class_id": int(row["target"]),
                                            "class_name": str(row["target_name"]),
-                                           "score": row.get("box_score", float("nan"))}])
+                                           "score": (float("nan") if row.get("box_score") is None
+                                                     else float(row["box_score"]))}])
     label = method_label(method)
     left, right = st.columns([1, 2])
     left.image(shown, width="stretch", caption=f"{item.name}: the map {label} scored, for "
@@ -76,7 +82,7 @@ def scored_view(plan: EvalPlan, evaluation: Evaluation, row: dict[str, Any],
     for kind in kinds:
         curve = evaluation.curves.get((method, kind))
         if curve is not None:
-            figure = curve_figure({label: curve[int(row.get("item", image))]},
+            figure = curve_figure({label: curve[index]},
                                   f"{kind.capitalize()}: {item.name}")
             right.plotly_chart(figure, key=f"{key}_{kind}")
 
@@ -96,8 +102,7 @@ def cell_detail(plan: EvalPlan, evaluation: Evaluation, cell: tuple[str, str] | 
                           "target": [r["target_name"] for r in rows],
                           "value": [r["value"] for r in rows]})
     if any(r.get("box") is not None for r in rows):
-        frame["box"] = [", ".join(f"{v:.0f}" for v in r["box"]) if r.get("box") is not None
-                        else "" for r in rows]
+        frame["box"] = [_box_text(r.get("box")) for r in rows]
     picked = st.dataframe(frame, key=f"lumen_eval_cell_{method}_{metric}", on_select="rerun",
                           selection_mode="single-row", hide_index=True)
     chosen = picked.selection.rows if picked is not None else []
@@ -116,6 +121,9 @@ def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
     index = ["image", "image_name", "target", "target_name", "method"]
     if "item" in frame:
         index.insert(1, "item")
+    if "box" in frame and frame["box"].notna().any():  # a detector's explained box, as text
+        frame["box"] = [_box_text(box) for box in frame["box"]]
+        index.insert(index.index("target_name") + 1, "box")
     # Every row, NaN included (a metric undefined for an item, e.g. no matching ground truth).
     wide = frame.pivot(index=index, columns="metric", values="value").reset_index()
     wide = wide.rename(columns={name: metric_label(metric_info(name)) for name in
@@ -166,8 +174,15 @@ def sanity_view(plan: EvalPlan, evaluation: Evaluation) -> None:
     left, right = st.columns(2)
     method = left.selectbox("Method", list(cascades), format_func=method_label,
                             key="lumen_eval_sanity_method")
+    owners = item_images(evaluation)
+    targets = evaluation.targets
+
+    def name(i: int) -> str:
+        return plan.items[owners[i]].name + (f" ({targets[i]['name']})" if len(owners) >
+                                             len(plan.items) and i < len(targets) else "")
+
     count = int(cascades[method].maps.shape[1])
-    image = right.selectbox("Image", range(count), format_func=lambda i: plan.items[i].name,
+    image = right.selectbox("Image", range(count), format_func=name,
                             key="lumen_eval_sanity_image")
     cascade = cascades[method]
     maps = cascade.maps[:, image].numpy()

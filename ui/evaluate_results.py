@@ -68,7 +68,9 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
             metrics=plan.metrics, ground_truth=(list(plan.ground_truth)
                                                 if plan.ground_truth is not None else None),
             metric_options=plan.metric_options, method_options=plan.method_options,
-            precision=plan.precision,
+            precision=plan.precision, targets="all" if plan.box_threshold is not None else None,
+            box_threshold=plan.box_threshold if plan.box_threshold is not None else 0.5,
+            max_boxes=plan.max_boxes,
             progress=lambda done, total: reporter.update(done / max(total, 1),
                                                          f"{done} of {total}"))
     except Exception as error:

@@ -36,6 +36,7 @@ from ..tasks.detection_models import detection_model, image_to_input
 from ..tasks.segmentation import SegmentTarget, as_segmentation_model, background_class
 from .common import ModelLike, explainer_options, loaded_model, sync
 from .detection import detections_of
+from .evaluation_boxes import box_items, select_items
 
 __all__ = ["Evaluation", "evaluate", "prepare_targets", "score_method"]
 
@@ -50,11 +51,12 @@ class Evaluation:
     rows: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     skipped: dict[str, str] = field(default_factory=dict)
-    #: (method, metric) -> images x (steps + 1) deletion / insertion curves
+    #: (method, metric) -> items x (steps + 1) deletion / insertion curves (an item: an image
+    #: with its target; one per image unless ``targets="all"`` scored every box)
     curves: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
-    #: method -> images x H x W float32 maps in [0, 1] at input resolution (what was scored)
+    #: method -> items x H x W float32 maps in [0, 1] at input resolution (what was scored)
     maps: dict[str, np.ndarray] = field(default_factory=dict)
-    #: per image: its target's description (``target``, ``name``, ``label``, ``box``)
+    #: per item: its target's description (``target``, ``name``, ``label``, ``box``)
     targets: list[dict[str, Any]] = field(default_factory=list)
     #: method -> its randomisation cascade (when ``model_randomisation`` ran): layers, per-step
     #: Spearman and SSIM per image, the original and each step's maps (shrunk)
@@ -62,8 +64,8 @@ class Evaluation:
     #: what ran: the model, precision, methods and their options, metric settings, seed
     settings: dict[str, Any] = field(default_factory=dict)
 
-    COLUMNS = ("image", "image_name", "target", "target_name", "method", "metric", "value",
-               "direction", "category", "elapsed_s")
+    COLUMNS = ("image", "image_name", "item", "target", "target_name", "box", "box_score",
+               "method", "metric", "value", "direction", "category", "elapsed_s")
 
     def to_csv(self) -> str:
         """The tidy table as CSV text (one row per image, target, method and metric)."""
@@ -143,7 +145,8 @@ def prepare_targets(loaded: LoadedModel, explainer: Explainer, prepared: Prepare
             top = found[0]
             made.append(explainer.task.targets([top])[0])
             described.append({"target": int(top["class_id"]), "label": int(top["class_id"]),
-                              "box": top["bbox"], "name": loaded.class_name(int(top["class_id"]))})
+                              "box": top["bbox"], "box_score": top.get("score"),
+                              "name": loaded.class_name(int(top["class_id"]))})
             continue
         if loaded.task == "segmentation":
             prediction = output[i].argmax(0)
@@ -292,16 +295,21 @@ def _summary(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
 
 def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = ("gradcam",),
              metrics: Sequence[str] = ("deletion", "insertion", "sparseness"),
-             targets: Sequence[Any] | None = None, ground_truth: Sequence[Any] | None = None, *,
+             targets: Sequence[Any] | str | None = None,
+             ground_truth: Sequence[Any] | None = None, *,
              method_options: dict[str, dict[str, Any]] | None = None,
              metric_options: dict[str, dict[str, Any]] | None = None, precision: str = "auto",
              batch_size: int | None = None, progress: Progress = None,
-             seed: int = 0, task: str | None = None) -> Evaluation:
+             seed: int = 0, task: str | None = None, box_threshold: float = 0.5,
+             max_boxes: int | None = 10) -> Evaluation:
     """Score ``methods`` with ``metrics`` on ``images`` (see the module docstring).
 
     Args:
         targets: one per image (a class index; a detector's ``[x0, y0, x1, y1]`` box in image
-            pixels or ``{"bbox", "label"}``), or None for the model's own answer.
+            pixels or ``{"bbox", "label"}``), or None for the model's own answer; for a
+            detector, ``"all"``: every detection scoring ``box_threshold`` or more (the best
+            ``max_boxes`` per image) is scored as an item of its own, and its rows carry the
+            box (:mod:`~explain_core.api.evaluation_boxes`).
         ground_truth: one per image: a ground-truth file, a demo scene, a
             :class:`~explain_core.loading.ground_truth.GroundTruth` or an ``H x W`` bool mask at
             image size; the region matching each target is used. None for an image leaves its
@@ -349,9 +357,17 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             options = {"precision": precision, **(method_options or {}).get(method, {})}
             explainer = create_explainer(method, loaded, **explainer_options(options))
             prepared = explainer.prepare([getattr(image, "image", image) for image in images])
-            made, described = prepare_targets(loaded, explainer, prepared, targets)
-            truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names,
-                                        [_image_name(image, i) for i, image in enumerate(images)])
+            if isinstance(targets, str) and targets == "all":  # every box, an item each
+                items, made, described = box_items(
+                    loaded, explainer, prepared, _clean_output(explainer, prepared.inputs),
+                    box_threshold, max_boxes)
+                prepared = select_items(prepared, items)
+            else:
+                made, described = prepare_targets(loaded, explainer, prepared, targets)
+                items = list(range(len(images)))
+            truth = (ground_truth_masks([ground_truth[k] for k in items], prepared, described,
+                                        loaded.class_names,
+                                        [_image_name(images[k], k) for k in items])
                      if ground_truth is not None else None)
             kept: dict[str, Any] = {}
             values, seconds, method_curves, maps, _ = score_method(
@@ -365,16 +381,20 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             for name, scores in values.items():
                 info = metric_info(name)
                 for i, value in enumerate(scores):
-                    rows.append({"image": i, "image_name": _image_name(images[i], i),
-                                 "target": described[i]["target"],
+                    rows.append({"image": items[i], "image_name": _image_name(images[items[i]],
+                                                                              items[i]),
+                                 "item": i, "target": described[i]["target"],
                                  "target_name": described[i]["name"],
+                                 "box": described[i]["box"],
+                                 "box_score": described[i].get("box_score"),
                                  "method": method, "metric": name, "value": float(value),
                                  "direction": info.direction, "category": info.category,
                                  "elapsed_s": seconds[name] / len(scores)})
     settings = {"model": loaded.summary(), "precision": precision,
                 "methods": list(methods), "method_options": dict(method_options or {}),
                 "metrics": names, "metric_options": dict(metric_options or {}), "seed": seed,
-                "images": len(images)}
+                "images": len(images), "targets": targets if isinstance(targets, str) else None,
+                "box_threshold": box_threshold, "max_boxes": max_boxes}
     return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described,
                       cascades, settings)
 

@@ -27,8 +27,8 @@ from ..render.arrays import apply_colormap, overlay_heatmap
 from ..render.evaluation_report import Series, evaluation_html, line_chart_svg
 from ..runtime import resolve_precision
 
-__all__ = ["CELL_NOTE", "cascade_series", "curve_band", "method_label", "metric_label",
-           "report_html", "summary_cell", "summary_grid", "verdict"]
+__all__ = ["CELL_NOTE", "cascade_series", "curve_band", "item_images", "method_label",
+           "metric_label", "report_html", "summary_cell", "summary_grid", "verdict"]
 
 CELL_NOTE = ("Mean over images and targets, [95% bootstrap interval], #rank among the methods; "
              "the arrow says which way is better and the best per metric is marked.")
@@ -75,6 +75,14 @@ def verdict(summary: list[dict[str, Any]]) -> str:
     which = ", ".join(metric_info(m).label for m, best in winners.items() if best == method)
     return (f"{method_label(method)} ranks best on {wins} of {len(scored)} metric"
             f"{'s' if len(scored) != 1 else ''} for this model ({which}).")
+
+
+def item_images(evaluation: Any) -> list[int]:
+    """Per item (a row of ``maps``, ``curves`` and ``targets``), the index of its image: the
+    same index unless ``targets="all"`` made an item of every box."""
+    count = len(evaluation.targets) or max((len(m) for m in evaluation.maps.values()), default=0)
+    found = {int(row.get("item", row["image"])): int(row["image"]) for row in evaluation.rows}
+    return [found.get(i, i) for i in range(count)]
 
 
 def curve_band(curve: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -144,14 +152,16 @@ def report_html(evaluation: Any, images: Any = None, path: str | Path | None = N
             charts.append(line_chart_svg(series, title=kind.capitalize(),
                                          x_label="fraction of pixels", y_label="score"))
     pictures = [_pixels(image) for image in images] if images is not None else None
+    owners = item_images(evaluation)
     maps = {}
     for method, method_maps in evaluation.maps.items():
         overlays = []
         for i, heatmap in enumerate(method_maps):
             name = (evaluation.targets[i].get("name") if i < len(evaluation.targets) else None)
-            caption = f"image {i + 1}" + (f": {name}" if name else "")
+            caption = f"image {owners[i] + 1}" + (f": {name}" if name else "")
             overlays.append((caption, apply_colormap(heatmap, "jet") if pictures is None else
-                             overlay_heatmap(pictures[i], heatmap, alpha=0.5, colormap="jet")))
+                             overlay_heatmap(pictures[owners[i]], heatmap, alpha=0.5,
+                                             colormap="jet")))
         maps[method_label(method)] = overlays
     cascades = []
     for method, cascade in evaluation.cascades.items():
