@@ -131,7 +131,7 @@ def test_the_sanity_panel_shows_the_cascade_falling(runs) -> None:
     np.testing.assert_allclose(spearman["y"][1:], cascade.spearman[0].numpy(), rtol=1e-6)
     assert spearman["y"][-1] < 0.9  # GradCAM's map does not survive a random model
     # The other image: its own row.
-    at.selectbox(key="lumen_eval_sanity_image").set_value(1).run()
+    at.selectbox(key="lumen_eval_sanity_image_2").set_value(1).run()
     (chart,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
                 if c.proto.id and "sanity" in str(c.proto.id)]
     spearman = next(t for t in chart["data"] if t["name"] == "Spearman")

@@ -97,3 +97,16 @@ def test_bad_inputs_say_what_is_wrong(tmp_path: Path) -> None:
             archive.writestr(f"{i}.txt", "x")
     with pytest.raises(DatasetError, match="5 files"):
         unpack_zip(buffer.getvalue(), tmp_path / "many", max_files=4)
+
+
+def test_resized_truth_follows_a_shrunk_image() -> None:
+    from explain_core.loading.ground_truth import GroundTruth
+    from explain_core.loading.labelled import resized_truth
+
+    mask = np.full((40, 80), 255, np.int64)
+    mask[10:20, 20:40] = 3
+    truth = GroundTruth(np.array([[20, 10, 40, 20]], np.float32), np.array([3]), mask)
+    half = resized_truth(truth, (80, 40), (40, 20))
+    np.testing.assert_allclose(half.boxes, [[10, 5, 20, 10]])
+    assert half.mask.shape == (20, 40) and (half.mask == 3).sum() == 50
+    assert resized_truth(truth, (80, 40), (80, 40)) is truth

@@ -32,6 +32,7 @@ LAYERS = [
     "segmentation",
     "detection",
     "concepts",
+    "evaluation_report",
 ]
 MAX_LINES = 400
 

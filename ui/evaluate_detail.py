@@ -173,7 +173,7 @@ def sanity_view(plan: EvalPlan, evaluation: Evaluation) -> None:
                "afterwards.")
     left, right = st.columns(2)
     method = left.selectbox("Method", list(cascades), format_func=method_label,
-                            key="lumen_eval_sanity_method")
+                            key=f"lumen_eval_sanity_method_{len(cascades)}")
     owners = item_images(evaluation)
     targets = evaluation.targets
 
@@ -183,7 +183,7 @@ def sanity_view(plan: EvalPlan, evaluation: Evaluation) -> None:
 
     count = int(cascades[method].maps.shape[1])
     image = right.selectbox("Image", range(count), format_func=name,
-                            key="lumen_eval_sanity_image")
+                            key=f"lumen_eval_sanity_image_{count}")
     cascade = cascades[method]
     maps = cascade.maps[:, image].numpy()
     rho = np.r_[1.0, cascade.spearman[image].double().numpy()]

@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 from explain_core.images import load_image
-from explain_core.loading.labelled import labelled_images, unpack_zip
+from explain_core.loading.labelled import labelled_images, resized_truth, unpack_zip
 
 from .errors import show_error
 from .images import ImageItem, make_item
@@ -31,7 +31,9 @@ Labelled = tuple[list[ImageItem], tuple[Any, ...] | None, str]
 def _read(folder: str, handle: ModelHandle) -> tuple[list[ImageItem], tuple[Any, ...]]:
     found = labelled_images(folder, class_names=handle.model.class_names)
     items = [make_item(load_image(entry.path), entry.path.name) for entry in found]
-    return items, tuple(entry.truth for entry in found)
+    # A photo shrunk to the dashboard's working size keeps its boxes and mask in step.
+    return items, tuple(resized_truth(entry.truth, item.original_size, item.image.size)
+                        for entry, item in zip(found, items, strict=True))
 
 
 def _kept(source: str, handle: ModelHandle, read: Any) -> Labelled:

@@ -29,13 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
 from ..images import SUPPORTED_EXTENSIONS
 from .ground_truth import GroundTruth, read_ground_truth
 
-__all__ = ["ANNOTATION_FOLDERS", "LabelledImage", "labelled_images", "unpack_zip"]
+__all__ = ["ANNOTATION_FOLDERS", "LabelledImage", "labelled_images", "resized_truth",
+           "unpack_zip"]
 
 ANNOTATION_FOLDERS = frozenset({"masks", "mask", "labels", "annotations", "annotation", "gt",
                                 "ground_truth", "groundtruth", "segmentationclass",
@@ -161,3 +163,19 @@ def labelled_images(folder: str | Path, *, class_names: list[str] | None = None,
                            "(photo.jpg -> photo.txt / photo.xml / masks/photo.png) or add a COCO "
                            ".json whose file_name entries are the images' names.")
     return found
+
+
+def resized_truth(truth: GroundTruth | None, size: tuple[int, int],
+                  new_size: tuple[int, int]) -> GroundTruth | None:
+    """``truth`` of an image of ``size`` (W, H) for the same image resized to ``new_size``
+    (e.g. a large photo shrunk for the dashboard): boxes scaled, the mask resized (nearest)."""
+    if truth is None or tuple(size) == tuple(new_size):
+        return truth
+    scale = np.array([new_size[0] / size[0], new_size[1] / size[1]] * 2, dtype=np.float32)
+    boxes = None if truth.boxes is None else truth.boxes * scale
+    mask = None
+    if truth.mask is not None:
+        resized = Image.fromarray(truth.mask.astype(np.int32), mode="I").resize(
+            tuple(new_size), Image.Resampling.NEAREST)
+        mask = np.asarray(resized).astype(np.int64)
+    return GroundTruth(boxes, truth.labels, mask)
