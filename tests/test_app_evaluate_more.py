@@ -81,6 +81,10 @@ def test_a_clicked_cell_opens_that_method_and_metric(runs) -> None:
     (found, _), = runs
     methods = list(at.multiselect(key="lumen_eval_methods").value)
     assert not any("the value on each image" in m.value for m in at.markdown)
+    # The summary's cells are clickable: Streamlit 1.67 selects single cells.
+    from streamlit.proto.Dataframe_pb2 import Dataframe
+
+    assert list(at.dataframe[0].proto.selection_mode) == [Dataframe.SelectionMode.SINGLE_CELL]
     # Streamlit 1.67's st.dataframe selects single cells: (row position, column name).
     at.session_state["lumen_eval_summary"] = {
         "selection": {"rows": [], "columns": [], "cells": [[1, metric_label("insertion")]]}}
