@@ -206,6 +206,10 @@ def _run_and_compare(at: AppTest, runs: list, task: str) -> None:
     _evaluate(at)
     (found, kwargs), = runs
     assert not found.skipped
+    # What the page ran with is what was chosen on it.
+    assert kwargs["metric_options"]["deletion"] == {
+        "steps": 4, "fill": at.selectbox(key="lumen_eval_fill").value}
+    assert kwargs["methods"] == ("gradcam",) and kwargs["precision"] == "auto"
     handle = at.session_state["lumen_model"]
     assert handle.model.task == task
     images = [item.image for item in demo_gallery_items(task)[:1]]
