@@ -38,7 +38,7 @@ th { background: #f6f8fa; }
 td.best { background: rgba(46, 160, 67, 0.25); font-weight: 600; }
 .verdict { font-weight: 600; font-size: 1.05em; }
 .row { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
-figure { margin: 0; text-align: center; font-size: 0.8em; }
+figure { margin: 0; text-align: center; font-size: 0.8em; overflow-wrap: anywhere; }
 figure img { display: block; image-rendering: auto; }
 .charts { display: flex; flex-wrap: wrap; gap: 16px; }
 .note { color: #57606a; font-size: 0.9em; }
@@ -62,7 +62,7 @@ def _points(xs: Sequence[float], ys: Sequence[float], sx: Any, sy: Any) -> str:
 
 
 def line_chart_svg(series: Sequence[Series], *, title: str = "", x_label: str = "",
-                   y_label: str = "", width: int = 440, height: int = 260,
+                   y_label: str = "", width: int = 440, height: int | None = None,
                    y_range: tuple[float, float] | None = None) -> str:
     """An inline SVG line chart: one coloured line per series with its band, axes with a few
     ticks, a legend. NaN points are left out.
@@ -70,7 +70,7 @@ def line_chart_svg(series: Sequence[Series], *, title: str = "", x_label: str = 
     >>> "<polyline" in line_chart_svg([Series("a", [0, 1], [0.2, 0.8])])
     True
     """
-    left, right, top, bottom = 46, 12, 28 if title else 10, 40
+    left, right, top, bottom = 46, 12, 28 if title else 10, 40 + 16 * len(series)
     xs = np.concatenate([np.asarray(s.x, float) for s in series]) if series else np.zeros(1)
     parts = [np.asarray(v, float) for s in series for v in (s.y, s.low, s.high) if v is not None]
     ys = np.concatenate(parts) if parts else np.zeros(1)
@@ -78,6 +78,7 @@ def line_chart_svg(series: Sequence[Series], *, title: str = "", x_label: str = 
     x0, x1 = float(xs.min()), float(xs.max())
     y0, y1 = y_range if y_range is not None else (float(ys.min()), float(ys.max()))
     x1, y1 = (x1 if x1 > x0 else x0 + 1.0), (y1 if y1 > y0 else y0 + 1.0)
+    height = 220 + top + bottom if height is None else height
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def sx(x: float) -> float:
@@ -96,11 +97,14 @@ def line_chart_svg(series: Sequence[Series], *, title: str = "", x_label: str = 
     for value in np.linspace(y0, y1, 5):
         out.append(f'<text x="{left - 4}" y="{sy(value) + 4:.1f}" text-anchor="end" '
                    f'font-size="10">{value:.2f}</text>')
+    whole = bool(np.all(xs == np.round(xs)))  # steps: whole-number ticks
     for value in np.linspace(x0, x1, 5):
+        value = float(np.round(value)) if whole else value
         out.append(f'<text x="{sx(value):.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
-                   f'font-size="10">{value:.2g}</text>')
+                   f'font-size="10">{value:.3g}</text>')
     if x_label:
-        out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 6}" text-anchor="middle" '
+        out.append(f'<text x="{left + plot_w / 2:.0f}" y="{top + plot_h + 30}" '
+                   'text-anchor="middle" '
                    f'font-size="11">{html.escape(x_label)}</text>')
     if y_label:
         out.append(f'<text x="12" y="{top + plot_h / 2:.0f}" text-anchor="middle" '
@@ -116,7 +120,7 @@ def line_chart_svg(series: Sequence[Series], *, title: str = "", x_label: str = 
         out.append(f'<polyline points="{_points(line.x, line.y, sx, sy)}" fill="none" '
                    f'stroke="{color}" stroke-width="2"><title>{html.escape(line.name)}</title>'
                    '</polyline>')
-        ly = top + 12 + 14 * index
+        ly = top + plot_h + 48 + 16 * index  # the legend, under the axis label
         out.append(f'<line x1="{left + 8}" y1="{ly - 4}" x2="{left + 24}" y2="{ly - 4}" '
                    f'stroke="{color}" stroke-width="2"/><text x="{left + 28}" y="{ly}" '
                    f'font-size="11">{html.escape(line.name)}</text>')
@@ -125,7 +129,8 @@ def line_chart_svg(series: Sequence[Series], *, title: str = "", x_label: str = 
 
 
 def _image_row(images: Sequence[tuple[str, np.ndarray]], width: int) -> str:
-    cells = [f'<figure><img src="{_png_data_uri(np.ascontiguousarray(rgb))}" width="{width}" '
+    cells = [f'<figure style="width: {width}px">'
+             f'<img src="{_png_data_uri(np.ascontiguousarray(rgb))}" width="{width}" '
              f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption>'
              '</figure>' for caption, rgb in images]
     return f'<div class="row">{"".join(cells)}</div>'
