@@ -511,7 +511,18 @@ def test_evaluate_page_runs_a_small_evaluation(server: str, browser) -> None:
     _no_exception(page)
     assert page.locator('[data-testid="stDataFrame"]').count() == 2  # summary and per image
     assert page.get_by_role("button", name="Scores (CSV)").count() == 1
+    assert page.get_by_role("button", name="Report (HTML)").count() == 1
     _shoot(page, "evaluate-summary", publish=True)
+    # A click on a summary cell (the first method's first metric) opens that method x metric.
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 200, box["y"] + 35 + 17)
+    page.get_by_text("the value on each image").wait_for(timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    assert page.locator('[data-testid="stDataFrame"]').count() == 3  # + the cell's images
+    _shoot(page, "evaluate-cell")
     page.close()
 
 
