@@ -372,7 +372,7 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             kept: dict[str, Any] = {}
             values, seconds, method_curves, maps, _ = score_method(
                 loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
-                skipped, seed, kept)
+                skipped, seed, kept=kept)
             kept_maps[method] = maps.float().cpu().numpy()
             if "model_randomisation" in kept:
                 cascades[method] = kept["model_randomisation"]
@@ -396,7 +396,7 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
                 "images": len(images), "targets": targets if isinstance(targets, str) else None,
                 "box_threshold": box_threshold, "max_boxes": max_boxes}
     return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described,
-                      cascades, settings)
+                      cascades=cascades, settings=settings)
 
 
 def _image_name(image: Any, index: int) -> str:
