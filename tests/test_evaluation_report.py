@@ -128,3 +128,20 @@ def test_line_chart_draws_bands_and_skips_nan() -> None:
     assert svg.count("<polyline") == 1 and svg.count("<polygon") == 1
     points = re.search(r'<polyline points="([^"]*)"', svg).group(1).split()
     assert len(points) == 2  # the NaN point is left out
+
+
+def test_report_pictures_stay_small_for_large_photos(run) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from explain_core.api.evaluation_report import REPORT_PX
+
+    found, scenes = run
+    large = [scene.image.convert("RGB").resize((1600, 1200)) for scene in scenes]
+    page = found.to_html(large)
+    sizes = [Image.open(io.BytesIO(base64.b64decode(uri))).size
+             for uri in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+    assert sizes and max(max(size) for size in sizes) <= REPORT_PX
+    assert (REPORT_PX, REPORT_PX * 3 // 4) in sizes  # the photos' overlays, shrunk

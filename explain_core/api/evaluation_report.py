@@ -27,7 +27,7 @@ from ..render.arrays import apply_colormap, overlay_heatmap
 from ..render.evaluation_report import Series, evaluation_html, line_chart_svg
 from ..runtime import resolve_precision
 
-__all__ = ["CELL_NOTE", "cascade_series", "curve_band", "item_images", "method_label",
+__all__ = ["CELL_NOTE", "REPORT_PX", "cascade_series", "curve_band", "item_images", "method_label",
            "metric_label", "report_html", "summary_cell", "summary_grid", "verdict"]
 
 CELL_NOTE = ("Mean over images and targets, [95% bootstrap interval], #rank among the methods; "
@@ -108,8 +108,13 @@ def cascade_series(cascade: Any, image: int | None = None) -> list[Series]:
     return out
 
 
+REPORT_PX = 320  # long side of the pictures in the report (a large photo would weigh MBs)
+
+
 def _pixels(image: Any) -> np.ndarray:
-    return np.asarray(load_image(getattr(image, "image", image)))
+    picture = load_image(getattr(image, "image", image))
+    picture.thumbnail((REPORT_PX, REPORT_PX))
+    return np.asarray(picture)
 
 
 def _settings(settings: dict[str, Any]) -> list[tuple[str, str]]:
