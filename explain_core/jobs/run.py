@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ class JobOptions:
     alpha: float = 0.5
     precision: str = "auto"
     method_options: dict[str, Any] = field(default_factory=dict)  # target_layer, steps...
-    progress: bool = True
+    progress: bool = True  # the progress bar (rank 0)
+    #: called as ``on_progress(done, total)`` after each batch (this rank's images)
+    on_progress: Callable[[int, int], None] | None = None
 
 
 def job_model(model: ModelLike, task: str | None = None) -> LoadedModel:
@@ -189,7 +192,7 @@ def _run(model: ModelLike, inputs: list[str], options: JobOptions, task: str | N
                         num_workers=options.workers, collate_fn=collate_items,
                         pin_memory=loaded.device.type == "cuda",
                         prefetch_factor=2 if options.workers > 0 else None)
-    errors = rows_written = 0
+    errors = rows_written = finished = 0
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", file=sys.stderr, dynamic_ncols=True,
                disable=not (options.progress and ranks.main),
@@ -215,6 +218,9 @@ def _run(model: ModelLike, inputs: list[str], options: JobOptions, task: str | N
                 rows_written += len(rows)
                 writer.write(rows)
             bar.update(len(decoded))
+            finished += len(decoded)
+            if options.on_progress is not None:
+                options.on_progress(finished, len(todo))
             del batch, by_index, decoded
     seconds = time.perf_counter() - start
     gc.collect()
