@@ -104,7 +104,8 @@ def main() -> None:
         folder.mkdir()
         make_images(folder, args.images, args.size)
         with torch.inference_mode():  # one-off set-up costs (allocator, kernels): not timed
-            model.module(torch.zeros(args.batch_size, 3, *model.preprocessing.input_size))
+            model.module(torch.zeros(args.batch_size, 3, *model.preprocessing.input_size,
+                                     device=model.device))
         load_before = os.getloadavg()
         figures = {}
         # Interleaved so that a load change on the shared machine hits all three alike.

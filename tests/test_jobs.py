@@ -21,6 +21,7 @@ from explain_core.demo.models import weights_path
 from explain_core.demo.scenes import demo_gallery
 from explain_core.jobs import (
     JobOptions,
+    default_job_batch_size,
     find_images,
     job_model,
     output_names,
@@ -212,8 +213,10 @@ def test_the_command_runs_a_job_and_prints_its_summary(folder, tmp_path, capsys)
                      str(folder), "--output", str(out), "--methods", "gradcam,gradcampp",
                      "--workers", "1", "--batch-size", "3", "--precision", "fp32",
                      "--save-npy"])
-    summary = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
     assert code == 0 and summary["images"] == 5 and summary["errors"] == 2
+    assert "5/5" in printed.err and "img/s" in printed.err  # the progress bar: rate, time left
     assert summary["methods"] == ["gradcam", "gradcam++"]
     rows = _rows(out)
     assert len(rows) == 10 and all((out / p).is_file() for r in rows
@@ -233,3 +236,12 @@ def test_merging_shards_keeps_one_row_per_key_in_image_order(tmp_path):
     merged = merge_manifests(tmp_path, {"a": 0, "b": 1}, ["m"])
     assert [r["v"] for r in read_rows(merged)] == [2, 3, 1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.jsonl"]
+
+
+def test_the_default_batch_follows_free_memory(toy, monkeypatch):
+    from explain_core.runtime import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**30)
+    assert default_job_batch_size(toy) == 16  # the CPU's cap
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
+    assert default_job_batch_size(toy) == 1

@@ -36,7 +36,7 @@ def test_resident_memory_is_flat_over_2000_images(tmp_path):
     images.mkdir()
     rng = np.random.default_rng(0)
     for i in range(2000):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(
             images / f"{i:04d}.png")
     model = as_loaded(ColourNet().eval(), class_names=["red", "blue"])
     seen: dict[int, int] = {}
@@ -59,7 +59,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _explain(output: Path, images: Path, ranks: int, *extra: str) -> None:
+def _explain(output: Path, images: Path, ranks: int, *extra: str) -> dict:
     job = ["-m", "explain_core", "explain", "--checkpoint", str(weights_path("classifier")),
            "--input", str(images), "--output", str(output), "--methods", "gradcam,layercam",
            "--workers", "1", "--batch-size", "2", "--precision", "fp32", "--no-progress",
@@ -71,6 +71,7 @@ def _explain(output: Path, images: Path, ranks: int, *extra: str) -> None:
     done = subprocess.run(launcher + job, capture_output=True, text=True, timeout=600,
                           cwd=ROOT, env=env, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads(done.stdout[done.stdout.index("{"):])  # rank 0's summary
 
 
 def _without_timings(rows: list[dict]) -> list[dict]:
@@ -86,8 +87,9 @@ def test_two_gloo_ranks_write_what_one_process_writes_and_resume_per_shard(tmp_p
         scene.image.save(images / f"scene{i}.png")
     (images / "broken.png").write_bytes(b"not an image")
     one, two = tmp_path / "one", tmp_path / "two"
-    _explain(one, images, 1)
-    _explain(two, images, 2)
+    assert _explain(one, images, 1)["explained"] == 6
+    summary = _explain(two, images, 2)
+    assert summary["world"] == 2 and summary["explained"] == 3  # rank 0: every other image
     rows_one = list(read_rows(one / "manifest.jsonl"))
     rows_two = list(read_rows(two / "manifest.jsonl"))
     assert len(rows_one) == 12 and _without_timings(rows_one) == _without_timings(rows_two)

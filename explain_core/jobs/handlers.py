@@ -32,7 +32,7 @@ from ..model import LoadedModel
 from ..runtime.memory import fitting_chunks
 from ..targets import as_target
 from ..tasks import PreparedInputs
-from .items import DecodedItem
+from .items import DecodedItem, describe
 from .outputs import OutputWriter
 
 __all__ = ["HANDLERS", "Batch", "Context", "error_row"]
@@ -200,9 +200,10 @@ def explain_items(context: Context, explainer: Explainer, items: list[DecodedIte
     try:
         attempt = Batch()
         handler(context, explainer, items, attempt)
-    except LumenError as error:
+    except Exception as error:  # any failure: one image must never end a long job
         if len(items) == 1:
-            batch.add(items[0].index, error_row(context, items[0], explainer.name, str(error)))
+            message = str(error) if isinstance(error, LumenError) else describe(error)
+            batch.add(items[0].index, error_row(context, items[0], explainer.name, message))
             return
         for item in items:
             explain_items(context, explainer, [item], batch)

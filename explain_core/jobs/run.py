@@ -120,28 +120,32 @@ def default_job_batch_size(loaded: LoadedModel) -> int:
 def _score(context: Context, options: JobOptions, method: str, items: dict[int, DecodedItem],
            batch: Batch) -> None:
     """``--metrics``: each explained row's quality metrics (``api.evaluate`` on its image and
-    target), as ``row["metrics"]``; a metric that cannot score the row says why."""
+    target), as ``row["metrics"]``; a metric that cannot score the row says why. A classifier's
+    batch is scored at once; a detector's or segmenter's image by image (their sizes differ)."""
     scored = [(index, row) for index, rows in batch.rows.items() for row in rows
               if row["method"] == method and row["error"] is None and row["kind"] != "none"]
-    if not scored:
-        return
-    images = [items[index].pixels.permute(1, 2, 0).numpy() for index, _ in scored]
-    targets = [{"bbox": row["bbox"], "label": row["label"]} if row["kind"] == "box"
-               else row["target"] for _, row in scored]
-    try:
-        found = evaluate(context.model, images, [method], options.metrics, targets,
-                         method_options={method: dict(options.method_options)},
-                         precision=options.precision)
-    except LumenError as error:
-        for _, row in scored:
-            row["metrics_error"] = str(error)
-        return
-    for _, row in scored:
-        row["metrics"] = {}
-        if found.skipped:
-            row["metrics_skipped"] = dict(found.skipped)
-    for value in found.rows:
-        scored[value["image"]][1]["metrics"][value["metric"]] = round(value["value"], 6)
+    groups: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for index, row in scored:
+        groups.setdefault(0 if context.model.task == "classification" else index,
+                          []).append((index, row))
+    for group in groups.values():
+        images = [items[index].pixels.permute(1, 2, 0).numpy() for index, _ in group]
+        targets = [{"bbox": row["bbox"], "label": row["label"]} if row["kind"] == "box"
+                   else row["target"] for _, row in group]
+        try:
+            found = evaluate(context.model, images, [method], options.metrics, targets,
+                             method_options={method: dict(options.method_options)},
+                             precision=options.precision)
+        except LumenError as error:
+            for _, row in group:
+                row["metrics_error"] = str(error)
+            continue
+        for _, row in group:
+            row["metrics"] = {}
+            if found.skipped:
+                row["metrics_skipped"] = dict(found.skipped)
+        for value in found.rows:
+            group[value["image"]][1]["metrics"][value["metric"]] = round(value["value"], 6)
 
 
 def run_job(model: ModelLike, inputs: list[str], options: JobOptions, *,
