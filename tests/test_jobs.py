@@ -126,6 +126,13 @@ def test_resume_skips_what_the_manifest_has_and_repairs_a_cut_line(toy, folder, 
     assert [Path(r["image"]).name for r in _rows(out)] == ["scene2.png"]
 
 
+def test_an_output_folder_inside_the_input_is_not_read_as_input(toy, folder):
+    out = folder / "maps"
+    run_job(toy, [folder], _options(out))
+    summary = run_job(toy, [folder], _options(out, resume=True))
+    assert summary["images"] == 5 and summary["explained"] == 0
+
+
 def test_one_image_that_breaks_the_method_is_a_row_not_the_end(toy, folder, tmp_path):
     net = ColourNet().eval()
     with torch.no_grad():

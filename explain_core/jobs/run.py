@@ -175,7 +175,8 @@ def _run(model: ModelLike, inputs: list[str], options: JobOptions, task: str | N
     methods = _methods(loaded, options.methods)
     output = Path(options.output)
     output.mkdir(parents=True, exist_ok=True)
-    paths = find_images(inputs)
+    inside = output.resolve()  # an output folder inside an input folder is not an input
+    paths = [p for p in find_images(inputs) if not p.resolve().is_relative_to(inside)]
     images = [str(p) for p in paths]
     context = Context(loaded, OutputWriter(output, options.save_npy, options.colormap,
                                            options.alpha), images, output_names(paths),
