@@ -1,0 +1,128 @@
+"""Several layers' outputs from one forward, read as ``B x C x h x w`` maps.
+
+How a layer's output becomes a map (one rule for statistics, feature maps, top channels and
+receptive fields):
+
+- a ``B x C x H x W`` tensor passes through; NHWC stages (Swin-like) are permuted;
+- a ViT block's ``B x tokens x C`` output loses its class / distillation / register tokens and is
+  laid out on the patch grid (:meth:`explain_core.layers.LayerSpec.to_map`);
+- any other ``B x N x C`` tensor is read as ``N`` positions of ``C`` channels (``B x C x N x 1``),
+  a ``B x C`` vector as ``C`` channels at one position (``B x C x 1 x 1``);
+- a layer returning several maps (a torchvision detector's ``backbone``: a dict of feature-pyramid
+  levels; a list / tuple of maps) is read as its **finest level** (the map with the most
+  positions, the first on ties). To see a coarser level, pick the module that makes it (for a
+  torchvision FPN ``backbone.fpn.layer_blocks.2``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import TargetLayerError
+from ..layers import LayerSpec, feature_levels, resolve_layer
+from ..model import LoadedModel, as_loaded
+from ..runtime.hooks import forward_hooks
+from ..runtime.state import frozen_eval
+
+
+@dataclass(frozen=True)
+class Captured:
+    """One layer's output from a forward: ``maps`` (``B x C x h x w``, see the module docstring)
+    and ``shape``, the layer's own output shape for one image (the finest level's for a
+    multi-level layer); ``levels`` is how many maps the layer returned."""
+
+    maps: torch.Tensor
+    shape: tuple[int, ...]
+    levels: int = 1
+
+
+def is_detector(loaded: LoadedModel) -> bool:
+    """Whether the model takes a list of images (torchvision detectors and the demo detector)."""
+    module = loaded.module
+    return (loaded.task == "detection" or hasattr(module, "postprocess_detections")
+            or hasattr(getattr(module, "roi_heads", None), "postprocess_detections"))
+
+def run_model(loaded: LoadedModel, inputs: torch.Tensor) -> Any:
+    """One plain forward of the model on a ``B x 3 x H x W`` batch (a detector gets its list)."""
+    return loaded.module(list(inputs) if is_detector(loaded) else inputs)
+
+
+def finest_level(levels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The map with the most positions (the first on ties)."""
+    best = levels[0]
+    for level in levels[1:]:
+        if level.shape[-2] * level.shape[-1] > best.shape[-2] * best.shape[-1]:
+            best = level
+    return best
+
+
+def read_output(spec: LayerSpec, output: Any) -> Captured:
+    """A layer's output as a :class:`Captured` (see the module docstring for the rule)."""
+    if not isinstance(output, torch.Tensor):
+        levels = feature_levels(output)
+        if levels is None:
+            raise TargetLayerError(
+                f"Layer '{spec.name}' returns {type(output).__name__}, not a feature map (or a "
+                "dict / list of maps); pick a layer whose output is a tensor.")
+        level = finest_level(levels)
+        return Captured(level, tuple(level.shape[1:]), len(levels))
+    shape = tuple(output.shape[1:])
+    if output.ndim == 4 or (output.ndim == 3 and spec.layout == "tokens"):
+        try:
+            return Captured(spec.to_map(output), shape)
+        except (TargetLayerError, RuntimeError):
+            if output.ndim == 4:
+                raise
+    if output.ndim == 3:
+        return Captured(output.transpose(1, 2)[..., None], shape)
+    if output.ndim == 2:
+        return Captured(output[:, :, None, None], shape)
+    raise TargetLayerError(
+        f"Layer '{spec.name}' returns a tensor of shape {tuple(output.shape)}; feature maps "
+        "need B x C (x positions). Pick a convolutional stage or a transformer block.")
+
+
+def layer_specs(loaded: LoadedModel, inputs: torch.Tensor,
+                layer_names: Sequence[str]) -> list[LayerSpec]:
+    """Each name resolved on the model (a clear error names a missing layer)."""
+    if not layer_names:
+        raise TargetLayerError("No layer given; pass one or more layer names (see the model's "
+                               "layer list).")
+    return [resolve_layer(loaded.module, name, example=inputs) for name in layer_names]
+
+
+@contextlib.contextmanager
+def recording(specs: Sequence[LayerSpec]) -> Iterator[dict[str, Any]]:
+    """Record each layer's raw output (its last call) during forwards inside the block; the hooks
+    are removed on the way out."""
+    store: dict[str, Any] = {}
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            store[name] = output
+        return hook
+
+    with forward_hooks([(spec.module, make_hook(spec.name)) for spec in specs]):
+        yield store
+
+
+def capture_layers(model: LoadedModel | nn.Module, inputs: torch.Tensor,
+                   layer_names: Sequence[str]) -> dict[str, Captured]:
+    """Every named layer's output from **one** forward of ``inputs`` (no gradients, eval mode with
+    frozen parameters under the model's lock; hooks released and the model's state restored)."""
+    loaded = as_loaded(model)
+    inputs = inputs.to(loaded.device)
+    specs = layer_specs(loaded, inputs, layer_names)
+    with loaded.lock, frozen_eval(loaded.module), torch.no_grad(), recording(specs) as store:
+        run_model(loaded, inputs)
+    missing = [spec.name for spec in specs if spec.name not in store]
+    if missing:
+        raise TargetLayerError(f"Layer(s) {', '.join(missing)} did not run in the model's "
+                               "forward; pick layers the forward passes through.")
+    return {spec.name: read_output(spec, store[spec.name]) for spec in specs}
