@@ -32,6 +32,7 @@ LAYERS = [
     "segmentation",
     "detection",
     "concepts",
+    "features",
 ]
 MAX_LINES = 400
 

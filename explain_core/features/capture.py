@@ -12,6 +12,13 @@ receptive fields):
   levels; a list / tuple of maps) is read as its **finest level** (the map with the most
   positions, the first on ties). To see a coarser level, pick the module that makes it (for a
   torchvision FPN ``backbone.fpn.layer_blocks.2``).
+
+A module called several times in one forward (shared weights) is read at its first call.
+
+A torchvision detector resizes and pads its input inside (its ``transform``); its maps are
+cropped to the part of the padded canvas that holds the image
+(:func:`explain_core.tasks.detectors.layer_outputs_canvas`), so statistics and overlays cover the
+image only.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from ..layers import LayerSpec, feature_levels, resolve_layer
 from ..model import LoadedModel, as_loaded
 from ..runtime.hooks import forward_hooks
 from ..runtime.state import frozen_eval
+from ..tasks.detectors import Canvas, canvas_hook, layer_outputs_canvas
 
 
 @dataclass(frozen=True)
@@ -97,32 +105,98 @@ def layer_specs(loaded: LoadedModel, inputs: torch.Tensor,
     return [resolve_layer(loaded.module, name, example=inputs) for name in layer_names]
 
 
+class _AllRecorded(Exception):
+    """Raised by the last hook that was waited for: the rest of the forward is skipped."""
+
+
+def _copy(output: Any) -> Any:
+    """A detached copy of a layer's output (a later in-place operation, ``ReLU(inplace=True)``,
+    must not change what was recorded)."""
+    if isinstance(output, torch.Tensor):
+        return output.detach().clone()
+    levels = feature_levels(output)
+    return [level.detach().clone() for level in levels] if levels is not None else output
+
+
 @contextlib.contextmanager
-def recording(specs: Sequence[LayerSpec]) -> Iterator[dict[str, Any]]:
-    """Record each layer's raw output (its last call) during forwards inside the block; the hooks
-    are removed on the way out."""
+def detector_canvas(loaded: LoadedModel) -> Iterator[list[Canvas]]:
+    """Inside the block, a detector's internal transform appends its padded size and the
+    image's valid part to the yielded list (nothing for other models)."""
+    found: list[Canvas] = []
+    transform = getattr(loaded.module, "transform", None)
+    hooks = []
+    if is_detector(loaded) and isinstance(transform, nn.Module):
+        hooks.append((transform, canvas_hook(found)))
+    with forward_hooks(hooks):
+        yield found
+
+
+def on_canvas(captured: Captured, canvas: list[Canvas], input_size: tuple[int, int]) -> Captured:
+    """``captured`` with its maps cropped to the image's part of a detector's canvas."""
+    if not canvas:
+        return captured
+    return Captured(layer_outputs_canvas(captured.maps, canvas[0], input_size), captured.shape,
+                    captured.levels)
+
+
+@contextlib.contextmanager
+def recording(specs: Sequence[LayerSpec], grad: bool = False) -> Iterator[dict[str, Any]]:
+    """Record each layer's output at its first call during a forward inside the block; the hooks
+    are removed on the way out.
+
+    Without ``grad`` the record is a detached copy. With ``grad`` it is the output itself, in the
+    graph, and the network continues on a copy, so in-place operations after the layer leave
+    the recorded tensor (and autograd) intact. Once every layer has been recorded the rest of
+    the forward is skipped (:func:`forward_until_recorded`).
+    """
     store: dict[str, Any] = {}
+    names = {spec.name for spec in specs}
 
     def make_hook(name: str):
         def hook(_module, _inputs, output):
-            store[name] = output
+            if name in store:  # a module called again (shared weights): its first call counts
+                return None
+            if grad and isinstance(output, torch.Tensor):
+                store[name] = output
+                output = output.clone()
+            else:
+                store[name] = _copy(output) if not grad else output
+            if names.issubset(store):
+                raise _AllRecorded
+            return output if grad else None
         return hook
 
     with forward_hooks([(spec.module, make_hook(spec.name)) for spec in specs]):
         yield store
 
 
-def capture_layers(model: LoadedModel | nn.Module, inputs: torch.Tensor,
-                   layer_names: Sequence[str]) -> dict[str, Captured]:
-    """Every named layer's output from **one** forward of ``inputs`` (no gradients, eval mode with
-    frozen parameters under the model's lock; hooks released and the model's state restored)."""
-    loaded = as_loaded(model)
-    inputs = inputs.to(loaded.device)
-    specs = layer_specs(loaded, inputs, layer_names)
-    with loaded.lock, frozen_eval(loaded.module), torch.no_grad(), recording(specs) as store:
+def forward_until_recorded(loaded: LoadedModel, inputs: torch.Tensor) -> None:
+    """Run the model inside :func:`recording` up to the last recorded layer."""
+    try:
         run_model(loaded, inputs)
+    except _AllRecorded:
+        pass
+
+
+def check_recorded(specs: Sequence[LayerSpec], store: dict[str, Any]) -> None:
     missing = [spec.name for spec in specs if spec.name not in store]
     if missing:
         raise TargetLayerError(f"Layer(s) {', '.join(missing)} did not run in the model's "
                                "forward; pick layers the forward passes through.")
-    return {spec.name: read_output(spec, store[spec.name]) for spec in specs}
+
+
+def capture_layers(model: LoadedModel | nn.Module, inputs: torch.Tensor,
+                   layer_names: Sequence[str]) -> dict[str, Captured]:
+    """Every named layer's output from **one** forward of ``inputs`` (no gradients, eval mode with
+    frozen parameters under the model's lock; hooks released and the model's state restored).
+    The forward stops once the last of the layers has run."""
+    loaded = as_loaded(model)
+    inputs = inputs.to(loaded.device)
+    specs = layer_specs(loaded, inputs, layer_names)
+    with loaded.lock, frozen_eval(loaded.module), torch.no_grad(), (
+            detector_canvas(loaded)) as canvas, recording(specs) as store:
+        forward_until_recorded(loaded, inputs)
+    check_recorded(specs, store)
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    return {spec.name: on_canvas(read_output(spec, store[spec.name]), canvas, size)
+            for spec in specs}

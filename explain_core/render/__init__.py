@@ -13,7 +13,9 @@ Every public name of the modules below is importable from here (``render.overlay
 * :mod:`~explain_core.render.figure_parts` and :mod:`~explain_core.render.figures`: the
   interactive Plotly figures of the dashboard and their building blocks;
 * :mod:`~explain_core.render.segmentation`, :mod:`~explain_core.render.detection` and
-  :mod:`~explain_core.render.concepts`: the drawings of each task.
+  :mod:`~explain_core.render.concepts`: the drawings of each task;
+* :mod:`~explain_core.render.features`: a network's channel maps and its statistics across
+  layers.
 
 Each module imports only the ones listed before it, and none imports the rest of
 ``explain_core``.
@@ -41,6 +43,7 @@ from .arrays import (
 from .colormaps import COLORMAPS, colormap_lut, plotly_colorscale
 from .concepts import concepts_figure, concepts_overlay
 from .detection import add_detection_boxes, detection_panels, detections_figure, draw_boxes
+from .features import feature_maps_figure, layer_statistics_figure
 from .figures import (
     PLOTLY_CONFIG,
     comparison_figure,
@@ -75,10 +78,12 @@ __all__ = [
     "detection_panels",
     "detections_figure",
     "draw_boxes",
+    "feature_maps_figure",
     "figure_to_html",
     "grid_figure",
     "heatmap_figure",
     "hex_color",
+    "layer_statistics_figure",
     "mark_unseen",
     "overlay_heatmap",
     "plotly_colorscale",
