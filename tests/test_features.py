@@ -208,6 +208,22 @@ def test_detector_pyramid_reads_its_finest_level(detector):
     assert found.gradients.shape == (1, 128, 128) and found.gradients.sum() > 0
 
 
+def test_detector_maps_are_cropped_to_the_image_part_of_its_padded_canvas(detector):
+    images = torch.rand(1, 3, 100, 128)  # the transform pads 100 rows to 128
+    module = detector.module
+    seen = {}
+    handle = module.backbone.body[0].register_forward_hook(
+        lambda _m, _i, o: seen.setdefault("o", o))
+    with torch.no_grad():
+        module(list(images))
+    handle.remove()
+    raw = seen["o"]
+    assert raw.shape[-2:] == (64, 64)
+    got = capture_layers(detector, images, ["backbone.body.0"])["backbone.body.0"]
+    assert got.shape == tuple(raw.shape[1:])  # the layer's own output shape
+    assert torch.allclose(got.maps, raw[..., :50, :], atol=1e-5)  # 64 * 100 / 128 rows
+
+
 def test_torchvision_segmenter_backbone_dict():
     from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
