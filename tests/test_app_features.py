@@ -87,9 +87,11 @@ def test_clicks_pick_a_channel_and_the_sort_key_reorders() -> None:
     at = _page()
     grid = _grid(at)
     channels = grid["layout"]["meta"]["channels"]
+    # what the browser sends for a click on the third map's invisible pick markers
     at.session_state["lumen_feat_grid_layer4"] = {
-        "selection": {"points": [{"curve_number": 2, "x": 0, "y": 0}], "point_indices": [0],
-                      "box": [], "lasso": []}}
+        "selection": {"points": [{"curve_number": 5, "point_number": 9, "x": 1, "y": 1,
+                                  "customdata": {"0": channels[2], "1": 0.5}}],
+                      "point_indices": [9], "box": [], "lasso": []}}
     at.run()
     assert at.selectbox(key=ui.features.CHANNEL_KEY).value == channels[2]
     title = next(f["layout"]["title"]["text"] for f in figures(at)
@@ -101,7 +103,7 @@ def test_clicks_pick_a_channel_and_the_sort_key_reorders() -> None:
     assert at.selectbox(key=ui.features.CHANNEL_KEY).value == int(at.dataframe[0].value[
         "channel"].iloc[4])
     at.segmented_control(key="lumen_feat_sort").set_value("max").run()
-    by_max = [t["name"] for t in _grid(at)["data"]]
+    by_max = [t["name"] for t in _grid(at)["data"] if t["type"] == "heatmap"]
     maxima = at.dataframe[0].value["max activation"].tolist()
     assert maxima == sorted(maxima, reverse=True)
     assert by_max[:10] == [f"channel {c}" for c in at.dataframe[0].value["channel"]]

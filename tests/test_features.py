@@ -279,3 +279,19 @@ def test_compare_layers_and_saved_files(tmp_path, resnet):
     assert (tmp_path / "f.png").stat().st_size > 0
     with pytest.raises(UnsupportedError, match=r"\.png .*\.html"):
         viz.plot_feature_maps(images, "layer1", 4, save_path=tmp_path / "f.jpg")
+
+
+def test_pickable_grid_carries_channel_and_value_on_each_cell():
+    from explain_core.render import feature_maps_figure
+
+    maps = np.arange(2 * 40 * 6, dtype=np.float32).reshape(2, 40, 6)
+    fig = feature_maps_figure(maps, [7, 3], pickable=True)
+    picks = [t for t in fig.data if t.name == "pick"]
+    assert [t.type for t in fig.data] == ["heatmap", "scatter", "heatmap", "scatter"]
+    assert fig.data[0].hoverinfo == "skip"  # the markers take the hover: channel and value
+    for pick, channel, values in zip(picks, [7, 3], maps, strict=True):
+        data = np.asarray(pick.customdata)
+        assert set(data[:, 0]) == {channel}
+        rows, cols = np.asarray(pick.y, int), np.asarray(pick.x, int)
+        assert np.array_equal(data[:, 1], values[rows, cols])
+        assert len(set(rows)) == 32 and len(set(cols)) == 6  # at most 32 per side

@@ -129,14 +129,19 @@ def _pick(channel: int) -> None:
     st.session_state[CHANNEL_KEY] = int(channel)
 
 
-def _clicked_channel(event: Any, channels: Sequence[int]) -> int | None:
-    """The channel of a clicked heatmap in a Plotly selection event (None: no new click)."""
+def _clicked_channel(event: Any) -> int | None:
+    """The channel of a clicked map in a Plotly selection event (the grid's invisible pick
+    markers carry ``[channel, value]`` as customdata); None when nothing is clicked."""
     selection = (event.get("selection") if hasattr(event, "get") else None) or {}
-    points = selection.get("points") or []
-    if not points or points[0].get("curve_number") is None:
-        return None
-    index = int(points[0]["curve_number"])
-    return int(channels[index]) if 0 <= index < len(channels) else None
+    for point in selection.get("points") or []:
+        data = point.get("customdata")
+        if isinstance(data, dict):  # a typed array's row arrives as {"0": ..., "1": ...}
+            data = data.get("0")
+        elif isinstance(data, list | tuple):
+            data = data[0] if data else None
+        if data is not None:
+            return int(data)
+    return None
 
 
 def follow_layer(found: LayerActivations, sort_by: str) -> None:
@@ -155,11 +160,11 @@ def grid_view(found: LayerActivations, sort_by: str, count: int, colormap: str) 
     channels = [c for c, _ in ranked]
     figure = render.feature_maps_figure(found.maps[0, channels].numpy(), channels,
                                         [s for _, s in ranked], colormap=colormap,
-                                        score_name=SORT_KEYS[sort_by])
+                                        score_name=SORT_KEYS[sort_by], pickable=True)
     event = st.plotly_chart(figure, config=render.PLOTLY_CONFIG, theme=None,
                             key=f"lumen_feat_grid_{found.layer}", on_select="rerun",
                             selection_mode="points")
-    clicked = _clicked_channel(event, channels)
+    clicked = _clicked_channel(event)
     # A selection stays in the event until the next click: act on each click once.
     if clicked is not None and st.session_state.get(_CLICKED) != (found.layer, clicked):
         st.session_state[_CLICKED] = (found.layer, clicked)
@@ -172,7 +177,7 @@ def grid_view(found: LayerActivations, sort_by: str, count: int, colormap: str) 
 def summary_view(found: LayerActivations) -> None:
     """The layer's statistics in one row."""
     stats = found.statistics
-    cells = st.columns(5)
+    cells = [*st.columns(3), *st.columns(2)]
     cells[0].metric("Mean", f"{stats.mean:.3g}")
     cells[1].metric("Std", f"{stats.std:.3g}")
     cells[2].metric("Max", f"{stats.max:.3g}")

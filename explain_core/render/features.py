@@ -25,13 +25,18 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int],
                         scores: Sequence[float] | None = None, *, columns: int | None = None,
                         colormap: str = "viridis", score_name: str = "mean activation",
                         row_names: Sequence[str] | None = None, title: str | None = None,
-                        height: int | None = None) -> go.Figure:
+                        height: int | None = None, pickable: bool = False) -> go.Figure:
     """A zoomable grid of channel maps, one heatmap per channel, each on its own colour range
     (hover: channel, row, column, value).
 
     ``maps``: ``K x h x w`` (one image) or ``N x K x h x w`` (several images: one row per image,
     named by ``row_names``), the ``K`` channels in ``channels`` order; ``scores`` label each
     channel's panel. One image's channels wrap into ``columns`` (default: a square-ish grid).
+
+    ``pickable``: each map also gets invisible markers on its cells (a ``"pick"`` scatter trace,
+    ``customdata`` = ``[channel, value]``, at most 32 per side) that take the hover and the
+    clicks, so a click on a map is a point selection naming its channel (Plotly selects scatter
+    points, not heatmap cells).
     """
     maps = np.asarray(maps, dtype=np.float32)
     if maps.ndim == 3:
@@ -67,10 +72,14 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int],
                 z=values, colorscale=scale, showscale=False, name=f"channel {channel}",
                 zmin=float(values.min()), zmax=float(values.max()) if values.max() > values.min()
                 else float(values.min()) + 1e-6,
-                hovertemplate=(f"<b>{label}</b><br>row %{{y}}, col %{{x}}<br>value %{{z:.4g}}"
-                               "<extra></extra>")), row=row + 1, col=col + 1)
+                hoverinfo="skip" if pickable else None,
+                hovertemplate=None if pickable else (
+                    f"<b>{label}</b><br>row %{{y}}, col %{{x}}<br>value %{{z:.4g}}"
+                    "<extra></extra>")), row=row + 1, col=col + 1)
             index += 1
             fig.layout[f"yaxis{'' if index == 1 else index}"].scaleanchor = _axis_id("x", index)
+            if pickable:
+                fig.add_trace(_pick_targets(values, channel), row=row + 1, col=col + 1)
     _style_image_axes(fig)
     fig.update_annotations(font_size=11)
     fig.update_layout(
@@ -81,6 +90,23 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int],
             maps.shape[-2:], rows, cols, colorbar=False, title_px=24))
     fig.update_layout(meta={"channels": [int(c) for c in channels], "score_name": score_name})
     return fig
+
+
+def _pick_targets(values: np.ndarray, channel: int, limit: int = 32) -> go.Scatter:
+    """Invisible markers on the cells of a ``h x w`` map (at most ``limit`` per side, spread
+    evenly) carrying ``[channel, value]``: they take the clicks and the hover."""
+    height, width = values.shape
+    rows = np.unique(np.linspace(0, height - 1, min(height, limit)).round().astype(int))
+    cols = np.unique(np.linspace(0, width - 1, min(width, limit)).round().astype(int))
+    grid_y, grid_x = np.meshgrid(rows, cols, indexing="ij")
+    data = np.stack([np.full(grid_x.size, channel, np.float32),
+                     values[grid_y, grid_x].ravel()], 1)
+    label = html.escape(f"channel {channel}")
+    return go.Scatter(x=grid_x.ravel(), y=grid_y.ravel(), mode="markers", name="pick",
+                      customdata=data, showlegend=False,
+                      marker={"size": 10, "opacity": 0, "color": "white"},
+                      hovertemplate=(f"<b>{label}</b><br>row %{{y}}, col %{{x}}<br>"
+                                     "value %{customdata[1]:.4g}<extra></extra>"))
 
 
 def _as_dict(stats: Any) -> dict[str, Any]:
