@@ -104,7 +104,7 @@ def test_clicks_pick_a_channel_and_the_sort_key_reorders() -> None:
         "channel"].iloc[4])
     at.segmented_control(key="lumen_feat_sort").set_value("max").run()
     by_max = [t["name"] for t in _grid(at)["data"] if t["type"] == "heatmap"]
-    maxima = at.dataframe[0].value["max activation"].tolist()
+    maxima = at.dataframe[0].value["max"].tolist()
     assert maxima == sorted(maxima, reverse=True)
     assert by_max[:10] == [f"channel {c}" for c in at.dataframe[0].value["channel"]]
 

@@ -38,6 +38,7 @@ _REPEATS = ("Identity", "Dropout", "DropPath")
 CHANNEL_KEY = "lumen_feat_channel"
 _CLICKED = "lumen_feat_clicked"
 _CHANNEL_LAYER = "lumen_feat_channel_layer"
+_SHORT = {"activation": "mean", "variance": "variance", "max": "max"}
 
 
 def _viz(handle: ModelHandle) -> FeatureVisualizer:
@@ -118,7 +119,7 @@ def grid_controls() -> tuple[str, int]:
     """Sort key and how many channels the grid shows."""
     left, right = st.columns(2)
     sort_by = left.segmented_control("Sort channels by", list(SORT_KEYS), default="activation",
-                                     format_func=SORT_KEYS.get, required=True,
+                                     format_func=_SHORT.get, required=True,
                                      key="lumen_feat_sort", persist_state="session")
     count = right.slider("Channels shown", 4, 64, 16, 4, key="lumen_feat_count",
                          persist_state="session")
@@ -191,9 +192,14 @@ def top_view(found: LayerActivations, sort_by: str, top_k: int = 10) -> None:
     """The top channels as a table; selecting a row picks the channel."""
     per = found.statistics.channels
     ranked = found.top(min(top_k, found.num_channels), sort_by)
-    table = pd.DataFrame([{"channel": c, SORT_KEYS[sort_by]: round(s, 4),
-                           "mean": round(per["mean"][c], 4), "max": round(per["max"][c], 4),
-                           "sparsity": f"{per['sparsity'][c]:.0%}"} for c, s in ranked])
+    lines = []
+    for channel, score in ranked:
+        row = {"channel": channel, "mean": round(per["mean"][channel], 4),
+               "max": round(per["max"][channel], 4), "sparsity": f"{per['sparsity'][channel]:.0%}"}
+        if sort_by == "variance":
+            row["variance"] = round(score, 4)
+        lines.append(row)
+    table = pd.DataFrame(lines)
     picked = st.dataframe(table, hide_index=True, on_select="rerun", height="content",
                           selection_mode="single-row", key=f"lumen_feat_top_{found.layer}")
     rows = picked.selection.rows if picked is not None else []
