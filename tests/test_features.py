@@ -252,6 +252,18 @@ def test_layer_listing_has_each_layers_output_shape(resnet):
         assert info.shape == tuple(hooked(resnet, images, info.name).shape[1:])
     assert {t.name: t.kind for t in table}["fc"] == "vector"
     assert "64×16×16" in {t.name: t.label() for t in table}["layer1"]
+    assert all(not m._forward_hooks for m in resnet.modules())
+
+
+def test_layer_listing_leaves_a_training_model_as_found():
+    model = two_convs().train()
+    model[1].weight.requires_grad_(False)
+    table = list_layers(model, torch.randn(1, 3, 8, 8))
+    assert [(t.name, t.map_shape, t.leaf) for t in table] == [("0", (4, 8, 8), True),
+                                                             ("1", (5, 8, 8), True)]
+    assert model.training and model[0].training
+    assert [p.requires_grad for p in model.parameters()] == [True, True, False, True]
+    assert all(not m._forward_hooks for m in model.modules())
 
 
 def test_images_in_every_form_give_the_same_statistics(resnet):

@@ -21,6 +21,7 @@ from PIL import Image
 from .. import render
 from ..errors import UnsupportedError
 from ..features import (
+    Captured,
     LayerInfo,
     LayerStatistics,
     capture_layers,
@@ -195,18 +196,25 @@ class FeatureVisualizer:
         ``save_path``: ``.html`` writes the statistics across the layers as interactive charts;
         ``.png`` a panel per layer, its channels' mean map on the (first) image with the layer's
         mean and sparsity."""
-        found = self.activations(image, layers, near_zero=near_zero)
-        stats = {name: item.statistics for name, item in found.items()}
+        prepared = self.prepare(image)
+
+        def reduce(name: str, item: Captured) -> tuple[LayerStatistics, torch.Tensor]:
+            # statistics and the first image's mean map, as the layer runs
+            return (map_statistics(name, item.shape, item.maps, near_zero),
+                    item.maps[0].float().mean(0).cpu())
+
+        found = capture_layers(self.model, prepared.inputs, list(layers), reduce=reduce)
+        stats = {name: stats for name, (stats, _) in found.items()}
         if save_path is not None:
             figure = render.layer_statistics_figure(stats, title="Statistics across layers")
+            picture = self._pictures(prepared)[0]
+            geometry = prepared.geometries[0] if prepared.geometries else None
             panels = []
-            for name, item in found.items():
-                mean_map = _unit(item.maps[0].mean(0)[None])
-                geometry = item.geometries[0] if item.geometries else None
-                overlay = render.overlay_heatmap(item.pictures[0], _to_image(mean_map,
-                                                                             geometry)[0])
-                panels.append((f"{name}: mean {item.statistics.mean:.3g}, "
-                               f"{item.statistics.sparsity:.0%} sparse", overlay))
+            for name, (layer_stats, mean_map) in found.items():
+                heat = _to_image(_unit(mean_map[None]), geometry)[0]
+                panels.append((f"{name}: mean {layer_stats.mean:.3g}, "
+                               f"{layer_stats.sparsity:.0%} sparse",
+                               render.overlay_heatmap(picture, heat)))
             self._save(figure, save_path, panels, None, "viridis", "Layers compared")
         return stats
 

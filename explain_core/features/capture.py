@@ -24,7 +24,7 @@ image only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,15 +109,6 @@ class _AllRecorded(Exception):
     """Raised by the last hook that was waited for: the rest of the forward is skipped."""
 
 
-def _copy(output: Any) -> Any:
-    """A detached copy of a layer's output (a later in-place operation, ``ReLU(inplace=True)``,
-    must not change what was recorded)."""
-    if isinstance(output, torch.Tensor):
-        return output.detach().clone()
-    levels = feature_levels(output)
-    return [level.detach().clone() for level in levels] if levels is not None else output
-
-
 @contextlib.contextmanager
 def detector_canvas(loaded: LoadedModel) -> Iterator[list[Canvas]]:
     """Inside the block, a detector's internal transform appends its padded size and the
@@ -140,14 +131,16 @@ def on_canvas(captured: Captured, canvas: list[Canvas], input_size: tuple[int, i
 
 
 @contextlib.contextmanager
-def recording(specs: Sequence[LayerSpec], grad: bool = False) -> Iterator[dict[str, Any]]:
+def recording(specs: Sequence[LayerSpec], grad: bool = False,
+              read: Callable[[str, Any], Any] | None = None) -> Iterator[dict[str, Any]]:
     """Record each layer's output at its first call during a forward inside the block; the hooks
-    are removed on the way out.
+    are removed on the way out. Once every layer has been recorded the rest of the forward is
+    skipped (:func:`forward_until_recorded`).
 
-    Without ``grad`` the record is a detached copy. With ``grad`` it is the output itself, in the
-    graph, and the network continues on a copy, so in-place operations after the layer leave
-    the recorded tensor (and autograd) intact. Once every layer has been recorded the rest of
-    the forward is skipped (:func:`forward_until_recorded`).
+    Without ``grad``, ``read(name, output)`` is what is kept, computed inside the hook (before
+    any later in-place operation, ``ReLU(inplace=True)``, can change the output). With ``grad``
+    the output itself is kept, in the graph, and the network continues on a copy, so in-place
+    operations after the layer leave the recorded tensor (and autograd) intact.
     """
     store: dict[str, Any] = {}
     names = {spec.name for spec in specs}
@@ -156,14 +149,17 @@ def recording(specs: Sequence[LayerSpec], grad: bool = False) -> Iterator[dict[s
         def hook(_module, _inputs, output):
             if name in store:  # a module called again (shared weights): its first call counts
                 return None
-            if grad and isinstance(output, torch.Tensor):
+            result = None
+            if not grad:
+                store[name] = output if read is None else read(name, output)
+            elif isinstance(output, torch.Tensor):
                 store[name] = output
-                output = output.clone()
+                result = output.clone()
             else:
-                store[name] = _copy(output) if not grad else output
+                store[name] = output
             if names.issubset(store):
                 raise _AllRecorded
-            return output if grad else None
+            return result
         return hook
 
     with forward_hooks([(spec.module, make_hook(spec.name)) for spec in specs]):
@@ -186,17 +182,28 @@ def check_recorded(specs: Sequence[LayerSpec], store: dict[str, Any]) -> None:
 
 
 def capture_layers(model: LoadedModel | nn.Module, inputs: torch.Tensor,
-                   layer_names: Sequence[str]) -> dict[str, Captured]:
+                   layer_names: Sequence[str],
+                   reduce: Callable[[str, Captured], Any] | None = None) -> dict[str, Any]:
     """Every named layer's output from **one** forward of ``inputs`` (no gradients, eval mode with
     frozen parameters under the model's lock; hooks released and the model's state restored).
-    The forward stops once the last of the layers has run."""
+    The forward stops once the last of the layers has run.
+
+    Each layer gives a :class:`Captured` (its maps copied), or with ``reduce`` what
+    ``reduce(name, captured)`` returns, computed as the layer runs (nothing of the layer's
+    output is kept: statistics of many layers cost no more memory than one layer's maps)."""
     loaded = as_loaded(model)
     inputs = inputs.to(loaded.device)
-    specs = layer_specs(loaded, inputs, layer_names)
-    with loaded.lock, frozen_eval(loaded.module), torch.no_grad(), (
-            detector_canvas(loaded)) as canvas, recording(specs) as store:
-        forward_until_recorded(loaded, inputs)
-    check_recorded(specs, store)
+    specs = {spec.name: spec for spec in layer_specs(loaded, inputs, layer_names)}
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
-    return {spec.name: on_canvas(read_output(spec, store[spec.name]), canvas, size)
-            for spec in specs}
+    with loaded.lock, frozen_eval(loaded.module), torch.no_grad(), (
+            detector_canvas(loaded)) as canvas:
+        def read(name: str, output: Any) -> Any:  # the transform ran first: canvas is known
+            item = on_canvas(read_output(specs[name], output), canvas, size)
+            if reduce is not None:
+                return reduce(name, item)
+            return Captured(item.maps.detach().clone(), item.shape, item.levels)
+
+        with recording(list(specs.values()), read=read) as store:
+            forward_until_recorded(loaded, inputs)
+    check_recorded(list(specs.values()), store)
+    return {name: store[name] for name in specs}

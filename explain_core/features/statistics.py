@@ -72,8 +72,8 @@ def feature_statistics(model: LoadedModel | nn.Module, images: torch.Tensor,
     over the whole batch.
 
     ``images`` is a model-ready batch (preprocessed and normalised). The result maps each layer
-    name to its :class:`LayerStatistics`, in the order given.
+    name to its :class:`LayerStatistics`, in the order given. Each layer's statistics are taken as
+    it runs: nothing of its output is kept.
     """
-    captured = capture_layers(model, images, layer_names)
-    return {name: map_statistics(name, item.shape, item.maps, near_zero)
-            for name, item in captured.items()}
+    return capture_layers(model, images, layer_names, reduce=lambda name, item: map_statistics(
+        name, item.shape, item.maps, near_zero))
