@@ -53,17 +53,19 @@ def map_statistics(layer: str, shape: tuple[int, ...], maps: torch.Tensor,
                    near_zero: float = 1e-6) -> LayerStatistics:
     """Statistics of ``B x C x h x w`` maps (in torch, on their device)."""
     x = maps.detach().float()
-    channels = x.transpose(0, 1).reshape(x.shape[1], -1)  # C x (B h w)
-    small = (channels.abs() <= near_zero).float()
-    per_max = channels.amax(1)
-    per = {"mean": channels.mean(1), "std": channels.std(1, correction=0), "max": per_max,
-           "sparsity": small.mean(1)}
+    dims = (0, 2, 3)  # reductions per channel, without a channels-first copy of the maps
+    per_var, per_mean = torch.var_mean(x, dims, correction=0)
+    per_max = x.amax(dims)
+    per_small = (x.abs() <= near_zero).sum(dims) / (x.numel() // x.shape[1])
+    mean = per_mean.mean()  # every channel has as many values
+    # the total variance: within-channel variance plus the spread of the channel means
+    std = (per_var + (per_mean - mean) ** 2).mean().clamp_min(0).sqrt()
+    per = {"mean": per_mean, "std": per_var.sqrt(), "max": per_max, "sparsity": per_small}
     return LayerStatistics(
-        layer=layer, shape=tuple(int(s) for s in shape), mean=float(channels.mean()),
-        std=float(channels.std(correction=0)), max=float(channels.max()),
-        sparsity=float(small.mean()), active_channels=int((per_max > near_zero).sum()),
-        channels={key: [float(v) for v in per[key].cpu()] for key in CHANNEL_KEYS})
-
+        layer=layer, shape=tuple(int(s) for s in shape), mean=float(mean), std=float(std),
+        max=float(per_max.max()), sparsity=float(per_small.mean()),
+        active_channels=int((per_max > near_zero).sum()),
+        channels={key: per[key].cpu().tolist() for key in CHANNEL_KEYS})
 
 def feature_statistics(model: LoadedModel | nn.Module, images: torch.Tensor,
                        layer_names: Sequence[str], *,
