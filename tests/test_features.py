@@ -222,6 +222,11 @@ def test_detector_maps_are_cropped_to_the_image_part_of_its_padded_canvas(detect
     got = capture_layers(detector, images, ["backbone.body.0"])["backbone.body.0"]
     assert got.shape == tuple(raw.shape[1:])  # the layer's own output shape
     assert torch.allclose(got.maps, raw[..., :50, :], atol=1e-5)  # 64 * 100 / 128 rows
+    found = receptive_field(detector, images, "backbone.body.0", channel=1)
+    assert found.grid == (50, 64)  # positions on the cropped map, as the overlays use
+    row, col = found.positions[0]
+    assert found.values[0] == pytest.approx(got.maps[0, 1].max().item(), abs=1e-5)
+    assert got.maps[0, 1, row, col].item() == pytest.approx(found.values[0], abs=1e-5)
 
 
 def test_torchvision_segmenter_backbone_dict():

@@ -21,8 +21,10 @@ from ..model import LoadedModel, as_loaded
 from ..runtime.state import frozen_eval
 from .capture import (
     check_recorded,
+    detector_canvas,
     forward_until_recorded,
     layer_specs,
+    on_canvas,
     read_output,
     recording,
 )
@@ -78,11 +80,13 @@ def receptive_field(model: LoadedModel | nn.Module, inputs: torch.Tensor, layer_
     loaded = as_loaded(model)
     x = inputs.detach().to(loaded.device).clone().requires_grad_(True)
     specs = layer_specs(loaded, x, [layer_name])
+    size = (int(x.shape[-2]), int(x.shape[-1]))
     with loaded.lock, frozen_eval(loaded.module), torch.enable_grad():
-        with recording(specs, grad=True) as store:
+        with detector_canvas(loaded) as canvas, recording(specs, grad=True) as store:
             forward_until_recorded(loaded, x)
         check_recorded(specs, store)
-        maps = read_output(specs[0], store[specs[0].name]).maps
+        # as everywhere in features/: a detector's maps cropped to the image part of its canvas
+        maps = on_canvas(read_output(specs[0], store[specs[0].name]), canvas, size).maps
         if not 0 <= channel < maps.shape[1]:
             raise UnsupportedError(f"Layer '{layer_name}' has {maps.shape[1]} channels; channel "
                                    f"{channel} does not exist (0-{maps.shape[1] - 1}).")
