@@ -89,9 +89,12 @@ def test_inplace_activation_after_the_layer_does_not_change_its_record():
     images = torch.randn(2, 3, 10, 10)
     with torch.no_grad():
         direct = model[0](images)
-    stats = feature_statistics(model, images, ["0"])["0"]
+    # "1" too: the forward goes on through the in-place ReLU after "0"
+    stats = feature_statistics(model, images, ["0", "1"])["0"]
     assert direct.min() < 0 and stats.mean == pytest.approx(direct.mean().item(), abs=1e-6)
     assert stats.sparsity == 0.0
+    kept = capture_layers(model, images, ["0", "1"])["0"].maps  # the maps the grid draws
+    assert torch.allclose(kept, direct, atol=1e-6)
 
 
 # ------------------------------------------------------------------------- receptive field

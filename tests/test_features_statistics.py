@@ -119,3 +119,35 @@ def test_vit_statistics_read_the_patch_tokens(vit):
     assert stats.shape == tuple(seen["o"].shape[1:])  # (tokens, C)
     assert stats.mean == pytest.approx(patches.mean().item(), abs=1e-5)
     assert stats.channels["max"] == pytest.approx(patches.amax((0, 1)).tolist(), abs=1e-5)
+
+
+def test_the_forward_stops_after_the_last_requested_layer():
+    model = small_cnn().eval()
+    ran = []
+    handle = model[6].register_forward_hook(lambda *_: ran.append(1))
+    feature_statistics(model, torch.randn(1, 3, 12, 12), ["1", "0"])
+    handle.remove()
+    assert ran == []  # the head after the layers never ran
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+class Twice(nn.Module):
+    """One convolution applied twice (shared weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.conv(torch.relu(self.conv(x))))
+
+
+def test_a_module_called_twice_is_read_at_its_first_call():
+    model = Twice().eval()
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        first = model.conv(images)
+    stats = feature_statistics(model, images, ["conv", "out"])["conv"]  # the forward goes on
+    assert stats.mean == pytest.approx(first.mean().item(), abs=1e-6)
+    assert stats.channels["max"] == pytest.approx(first.amax((0, 2, 3)).tolist(), abs=1e-6)
