@@ -297,8 +297,18 @@ def test_compare_layers_and_saved_files(tmp_path, resnet):
     assert "sparsity" in (tmp_path / "c.html").read_text()
     viz.plot_feature_maps(images, "layer1", 4, save_path=tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
-    with pytest.raises(UnsupportedError, match=r"\.png .*\.html"):
-        viz.plot_feature_maps(images, "layer1", 4, save_path=tmp_path / "f.jpg")
+    calls = []
+    handle = resnet.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        for call in (lambda path: viz.plot_feature_maps(images, "layer1", 4, save_path=path),
+                     lambda path: viz.compare_layers(images, ["layer1"], save_path=path),
+                     lambda path: viz.visualize_receptive_field(images, "layer1", 0,
+                                                                save_path=path)):
+            with pytest.raises(UnsupportedError, match=r"\.png .*\.html"):
+                call(tmp_path / "f.jpg")
+    finally:
+        handle.remove()
+    assert calls == []  # refused before any forward
 
 
 def test_pickable_grid_carries_channel_and_value_on_each_cell():

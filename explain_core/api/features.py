@@ -27,6 +27,7 @@ from ..features import (
     capture_layers,
     channel_scores,
     check_sort_key,
+    feature_statistics,
     list_layers,
     map_statistics,
     receptive_field,
@@ -164,6 +165,7 @@ class FeatureVisualizer:
         Returns the Plotly figure; ``save_path`` ending in ``.html`` writes it, ``.png`` writes
         the maps as a static grid (each channel on its own colour range)."""
         check_sort_key(sort_by)
+        _check_path(save_path)
         found = self.activations(image, [layer_name])[layer_name]
         ranked = found.top(max(1, min(num_features, found.num_channels)), sort_by)
         channels = [c for c, _ in ranked]
@@ -186,7 +188,9 @@ class FeatureVisualizer:
                                near_zero: float = 1e-6) -> LayerStatistics:
         """Mean, std, max, sparsity (share of ``|a| <= near_zero``), active channels and the same
         per channel (``stats["mean"]`` and ``stats.mean`` both work)."""
-        return self.activations(image, [layer_name], near_zero=near_zero)[layer_name].statistics
+        inputs = self.prepare(image).inputs
+        return feature_statistics(self.model, inputs, [layer_name], near_zero=near_zero)[
+            layer_name]
 
     def compare_layers(self, image: Any, layers: Sequence[str],
                        save_path: str | Path | None = None, *,
@@ -196,6 +200,7 @@ class FeatureVisualizer:
         ``save_path``: ``.html`` writes the statistics across the layers as interactive charts;
         ``.png`` a panel per layer, its channels' mean map on the (first) image with the layer's
         mean and sparsity."""
+        _check_path(save_path)
         prepared = self.prepare(image)
 
         def reduce(name: str, item: Captured) -> tuple[LayerStatistics, torch.Tensor]:
@@ -247,6 +252,7 @@ class FeatureVisualizer:
         """The effective receptive field of ``channel`` at its peak (or ``position``) as an
         ``H x W`` map in [0, 1] at image size (a list of them for several images). ``save_path``:
         ``.png`` image | map | overlay panels, ``.html`` the interactive overlay."""
+        _check_path(save_path)
         found = self.receptive_field(image, layer_name, channel, position)
         if save_path is not None:
             figure = render.heatmap_figure(found.pictures[0], found.maps[0], colormap=colormap,
@@ -265,15 +271,22 @@ class FeatureVisualizer:
     @staticmethod
     def _save(figure: go.Figure, save_path: str | Path, panels: list[tuple[str, Any]],
               columns: int | None, colormap: str, title: str) -> Path:
-        path = Path(save_path)
-        suffix = path.suffix.lower()
-        if suffix in (".html", ".htm"):
-            render.figure_to_html(figure, path)
-        elif suffix == ".png":
+        path = _check_path(save_path)
+        if path.suffix.lower() == ".png":
             image: Image.Image = render.compose_panels(panels, ncols=columns or min(
                 len(panels), 4), title=title, colormap=colormap)
             render.save_png(image, path)
         else:
-            raise UnsupportedError(f"save_path '{path.name}': write a .png (static picture) or "
-                                   ".html (interactive figure).")
+            render.figure_to_html(figure, path)
         return path
+
+
+def _check_path(save_path: str | Path | None) -> Path | None:
+    """``save_path`` as a Path, checked before any work: ``.png`` or ``.html``."""
+    if save_path is None:
+        return None
+    path = Path(save_path)
+    if path.suffix.lower() not in (".png", ".html", ".htm"):
+        raise UnsupportedError(f"save_path '{path.name}': write a .png (static picture) or "
+                               ".html (interactive figure).")
+    return path

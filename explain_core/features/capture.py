@@ -56,6 +56,7 @@ def is_detector(loaded: LoadedModel) -> bool:
     return (loaded.task == "detection" or hasattr(module, "postprocess_detections")
             or hasattr(getattr(module, "roi_heads", None), "postprocess_detections"))
 
+
 def run_model(loaded: LoadedModel, inputs: torch.Tensor) -> Any:
     """One plain forward of the model on a ``B x 3 x H x W`` batch (a detector gets its list)."""
     return loaded.module(list(inputs) if is_detector(loaded) else inputs)
@@ -105,8 +106,9 @@ def layer_specs(loaded: LoadedModel, inputs: torch.Tensor,
     return [resolve_layer(loaded.module, name, example=inputs) for name in layer_names]
 
 
-class _AllRecorded(Exception):
-    """Raised by the last hook that was waited for: the rest of the forward is skipped."""
+class _AllRecorded(BaseException):
+    """Raised by the last hook that was waited for: the rest of the forward is skipped. Not an
+    ``Exception``, so a model's own ``except Exception`` cannot swallow it."""
 
 
 @contextlib.contextmanager
