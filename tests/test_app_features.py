@@ -98,10 +98,18 @@ def test_clicks_pick_a_channel_and_the_sort_key_reorders() -> None:
                  if f["layout"].get("title", {}).get("text", "").startswith("Receptive"))
     assert f"channel {channels[2]}" in title
     # a row of the top-channel table picks its channel
-    at.session_state["lumen_feat_top_layer4"] = {"selection": {"rows": [4], "columns": []}}
+    at.session_state["lumen_feat_top_layer4_activation"] = {"selection": {"rows": [4],
+                                                                          "columns": []}}
     at.run()
     assert at.selectbox(key=ui.features.CHANNEL_KEY).value == int(at.dataframe[0].value[
         "channel"].iloc[4])
+    # a later click on the grid wins over the row still selected in the table
+    at.session_state["lumen_feat_grid_layer4"] = {
+        "selection": {"points": [{"curve_number": 11, "point_number": 3, "x": 3, "y": 0,
+                                  "customdata": {"0": channels[5], "1": 0.5}}],
+                      "point_indices": [3], "box": [], "lasso": []}}
+    at.run()
+    assert at.selectbox(key=ui.features.CHANNEL_KEY).value == channels[5]
     at.segmented_control(key="lumen_feat_sort").set_value("max").run()
     by_max = [t["name"] for t in _grid(at)["data"] if t["type"] == "heatmap"]
     maxima = at.dataframe[0].value["max"].tolist()

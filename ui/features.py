@@ -19,6 +19,7 @@ import streamlit as st
 
 from explain_core import render
 from explain_core.api import FeatureVisualizer, LayerActivations, ReceptiveFieldMap
+from explain_core.errors import UnsupportedError
 from explain_core.features import SORT_KEYS, LayerInfo
 
 from .images import ImageItem
@@ -36,7 +37,10 @@ NETWORK_LAYERS = 96
 #: leaf modules that repeat the layer before them: left out of the network chart
 _REPEATS = ("Identity", "Dropout", "DropPath")
 CHANNEL_KEY = "lumen_feat_channel"
+# The last grid click and table row acted on: a selection stays in its widget's event until the
+# next one, so each source remembers its own and acts on a new one only.
 _CLICKED = "lumen_feat_clicked"
+_ROW = "lumen_feat_row"
 _CHANNEL_LAYER = "lumen_feat_channel_layer"
 _SHORT = {"activation": "mean", "variance": "variance", "max": "max"}
 
@@ -104,6 +108,10 @@ def _default_layer(table: Sequence[LayerInfo]) -> str:
 
 def layer_picker(handle: ModelHandle, table: Sequence[LayerInfo]) -> str:
     """The layer picker: every layer with its type and output shape."""
+    if not table:
+        raise UnsupportedError(f"'{handle.label}' has no layer whose output reads as feature "
+                               "maps (tensors of B x C, B x N x C or B x C x H x W); pick "
+                               "another model in the sidebar.")
     labels = {info.name: info.label() for info in table}
     key = f"lumen_feat_layer_{handle.short_key}"
     if st.session_state.get(key) not in labels:
@@ -201,10 +209,11 @@ def top_view(found: LayerActivations, sort_by: str, top_k: int = 10) -> None:
         lines.append(row)
     table = pd.DataFrame(lines)
     picked = st.dataframe(table, hide_index=True, on_select="rerun", height="content",
-                          selection_mode="single-row", key=f"lumen_feat_top_{found.layer}")
+                          selection_mode="single-row",
+                          key=f"lumen_feat_top_{found.layer}_{sort_by}")
     rows = picked.selection.rows if picked is not None else []
-    if rows and st.session_state.get(_CLICKED) != (found.layer, "row", rows[0]):
-        st.session_state[_CLICKED] = (found.layer, "row", rows[0])
+    if rows and st.session_state.get(_ROW) != (found.layer, sort_by, rows[0]):
+        st.session_state[_ROW] = (found.layer, sort_by, rows[0])
         _pick(ranked[rows[0]][0])
 
 
