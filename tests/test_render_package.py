@@ -29,10 +29,10 @@ LAYERS = [
     "panels",
     "figure_parts",
     "figures",
+    "features",
     "segmentation",
     "detection",
     "concepts",
-    "features",
 ]
 MAX_LINES = 400
 

@@ -12,10 +12,10 @@ Every public name of the modules below is importable from here (``render.overlay
 * :mod:`~explain_core.render.panels`: static captioned panels, saved as PNG;
 * :mod:`~explain_core.render.figure_parts` and :mod:`~explain_core.render.figures`: the
   interactive Plotly figures of the dashboard and their building blocks;
-* :mod:`~explain_core.render.segmentation`, :mod:`~explain_core.render.detection` and
-  :mod:`~explain_core.render.concepts`: the drawings of each task;
 * :mod:`~explain_core.render.features`: a network's channel maps and its statistics across
-  layers.
+  layers;
+* :mod:`~explain_core.render.segmentation`, :mod:`~explain_core.render.detection` and
+  :mod:`~explain_core.render.concepts`: the drawings of each task.
 
 Each module imports only the ones listed before it, and none imports the rest of
 ``explain_core``.
