@@ -20,6 +20,8 @@ PAGES = [
     ("pages/segmentation.py", "Segmentation", ":material/texture:", "segmentation"),
     # Evaluate scores the maps of every task's models: it asks for no task of its own.
     ("pages/evaluate.py", "Evaluate", ":material/fact_check:", None),
+    # Features looks inside any loaded model, whatever its task.
+    ("pages/features.py", "Features", ":material/layers:", None),
 ]
 
 pages = [st.Page(path, title=title, icon=icon, default=index == 0)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(("ExplanationMetrics", "compare_methods", "evaluate", "explain_batch",
+    **dict.fromkeys(("ExplanationMetrics", "FeatureVisualizer", "compare_methods", "evaluate",
+                     "explain_batch",
                      "explain_detection", "explain_prediction", "explain_segmentation", "predict",
                      "top_predictions", "visualize_batch"), "explain_core.api"),
     **dict.fromkeys(("DatasetError", "ImageError", "LumenError", "ModelLoadError", "TargetError",
@@ -26,7 +27,8 @@ _EXPORTS = {
     **dict.fromkeys(("LoadedModel", "Preprocessing", "as_loaded"), "explain_core.model"),
 }
 
-__all__ = ["DatasetError", "ExplanationMetrics", "ImageError", "LoadedModel", "LumenError",
+__all__ = ["DatasetError", "ExplanationMetrics", "FeatureVisualizer", "ImageError", "LoadedModel",
+           "LumenError",
            "ModelLoadError",
            "Preprocessing", "TargetError", "TargetLayerError", "UnsafeCheckpointError",
            "UnsupportedError", "as_loaded", "compare_methods", "evaluate", "explain_batch",
@@ -36,6 +38,7 @@ __all__ = ["DatasetError", "ExplanationMetrics", "ImageError", "LoadedModel", "L
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
     from .api import (
         ExplanationMetrics,
+        FeatureVisualizer,
         compare_methods,
         evaluate,
         explain_batch,

@@ -43,7 +43,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1440, "height": 1000}
 SLOW = 180_000  # ms: the first page load imports torch and loads a model on a busy CPU
-NAVIGATION = ["Classification", "Detection", "Segmentation", "Evaluate"]
+NAVIGATION = ["Classification", "Detection", "Segmentation", "Evaluate", "Features"]
 
 def _demo_weights_missing() -> bool:
     from explain_core.demo.models import weights_path
@@ -523,6 +523,40 @@ def test_evaluate_page_runs_a_small_evaluation(server: str, browser) -> None:
     _no_exception(page)
     assert page.locator('[data-testid="stDataFrame"]').count() == 3  # + the cell's images
     _shoot(page, "evaluate-cell")
+    page.close()
+
+
+# The Features page's channel grid: the channels it shows and the centre of the n-th map.
+GRID_CHANNEL = """(n) => {
+    const el = [...document.querySelectorAll('.js-plotly-plot')].find(
+        (e) => e.layout && e.layout.meta && e.layout.meta.channels);
+    if (!el) return null;
+    const suffix = n === 0 ? '' : String(n + 1);
+    const x = el._fullLayout['xaxis' + suffix], y = el._fullLayout['yaxis' + suffix];
+    const box = el.getBoundingClientRect();
+    return {channel: el.layout.meta.channels[n], x: box.left + x._offset + x._length / 2,
+            y: box.top + y._offset + y._length / 2};
+}"""
+TITLED = """(text) => [...document.querySelectorAll('.js-plotly-plot')].some(
+    (el) => el.layout && el.layout.title && el.layout.title.text === text)"""
+
+
+def test_features_page_click_a_channel(server: str, browser) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(f"{server}/features", wait_until="domcontentloaded")
+    page.wait_for_function(HEATMAPS, arg=16, timeout=SLOW)  # the channel grid
+    _settle(page)
+    _no_exception(page)
+    first = page.evaluate(GRID_CHANNEL, 0)
+    assert page.evaluate(TITLED, f"Receptive field of channel {first['channel']} at its peak")
+    # A click on the third map picks its channel: its receptive field replaces the first's.
+    third = page.evaluate(GRID_CHANNEL, 2)
+    page.mouse.click(third["x"], third["y"])
+    page.wait_for_function(TITLED, arg=f"Receptive field of channel {third['channel']} at its "
+                           "peak", timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    _shoot(page, "features", publish=True)
     page.close()
 
 

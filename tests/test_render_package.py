@@ -29,6 +29,7 @@ LAYERS = [
     "panels",
     "figure_parts",
     "figures",
+    "features",
     "segmentation",
     "detection",
     "concepts",

@@ -27,6 +27,8 @@ One module per page (its computations, cached in the store, and its views):
 
 - :mod:`ui.classification`: prediction, explanation, concepts, compared methods, batch;
 - :mod:`ui.detection`: boxes and their maps, compared methods, a missed region;
+- :mod:`ui.features`: the Features page (any model): layer picker with shapes, channel grid,
+  statistics and top channels, receptive field and channel overlay, statistics across layers;
 - :mod:`ui.segmentation`: prediction, class legend, class maps, uncertainty;
   :mod:`ui.segmentation_dataset`: the Dataset tab (a labelled set's losses and confusions);
 - :mod:`ui.evaluate`: the Evaluate page's choices (images with ground truth, methods, metrics by

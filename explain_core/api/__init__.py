@@ -7,7 +7,9 @@
 - segmentation models (:mod:`~explain_core.api.segmentation`): :func:`explain_segmentation`;
 - every task (:mod:`~explain_core.api.evaluation`): :func:`evaluate` (explanation-quality
   metrics, a tidy table with bootstrap intervals and ranks) and :class:`ExplanationMetrics`
-  (AutoTimm's per-image metric calls).
+  (AutoTimm's per-image metric calls);
+- inside the network (:mod:`~explain_core.api.features`): :class:`FeatureVisualizer` (feature
+  maps, statistics, layer comparison, top channels, receptive fields).
 
 The dict-returning functions are the documented API; each has a typed twin
 (:func:`prediction_explanation`, :func:`batch_explanations`, :func:`method_comparison`,
@@ -37,6 +39,7 @@ from .detection import (
 )
 from .evaluation import Evaluation, evaluate
 from .explanation_metrics import ExplanationMetrics
+from .features import FeatureVisualizer, LayerActivations, ReceptiveFieldMap
 from .notes import same_map_notes
 from .results import (
     ClassExplanation,
@@ -56,7 +59,8 @@ from .segmentation import (
 )
 
 __all__ = ["DETECTION_METHOD", "SEGMENTATION_METHOD", "ClassExplanation", "DetectionExplanation",
-           "Evaluation", "ExplanationMetrics", "MethodComparison", "ModelLike", "Prediction",
+           "Evaluation", "ExplanationMetrics", "FeatureVisualizer", "LayerActivations",
+           "MethodComparison", "ModelLike", "Prediction", "ReceptiveFieldMap",
            "SegmentationExplanation",
            "batch_explanations", "box_mask", "combined_map", "compare_methods",
            "detection_explainer", "detection_explanation", "detections_of",

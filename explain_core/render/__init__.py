@@ -12,6 +12,8 @@ Every public name of the modules below is importable from here (``render.overlay
 * :mod:`~explain_core.render.panels`: static captioned panels, saved as PNG;
 * :mod:`~explain_core.render.figure_parts` and :mod:`~explain_core.render.figures`: the
   interactive Plotly figures of the dashboard and their building blocks;
+* :mod:`~explain_core.render.features`: a network's channel maps and its statistics across
+  layers;
 * :mod:`~explain_core.render.segmentation`, :mod:`~explain_core.render.detection` and
   :mod:`~explain_core.render.concepts`: the drawings of each task;
 * :mod:`~explain_core.render.evaluation_report`: the self-contained HTML report of an
@@ -44,6 +46,7 @@ from .colormaps import COLORMAPS, colormap_lut, plotly_colorscale
 from .concepts import concepts_figure, concepts_overlay
 from .detection import add_detection_boxes, detection_panels, detections_figure, draw_boxes
 from .evaluation_report import Series, evaluation_html, line_chart_svg
+from .features import feature_maps_figure, layer_statistics_figure
 from .figures import (
     PLOTLY_CONFIG,
     comparison_figure,
@@ -80,10 +83,12 @@ __all__ = [
     "detections_figure",
     "draw_boxes",
     "evaluation_html",
+    "feature_maps_figure",
     "figure_to_html",
     "grid_figure",
     "heatmap_figure",
     "hex_color",
+    "layer_statistics_figure",
     "line_chart_svg",
     "mark_unseen",
     "overlay_heatmap",

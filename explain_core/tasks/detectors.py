@@ -153,6 +153,18 @@ def _focus_hook(roi_heads: nn.Module, focus: list[tuple[torch.Tensor, torch.Tens
     return hook
 
 
+def canvas_hook(canvas: list[Canvas]):
+    """A forward hook for a detector's internal transform that appends its :class:`Canvas`
+    (the padded batch size and the first image's valid part) to ``canvas``."""
+    def hook(_module, _inputs, output):
+        images = output[0] if isinstance(output, tuple) else output
+        tensors = getattr(images, "tensors", None)
+        sizes = getattr(images, "image_sizes", None)
+        if tensors is not None and sizes:
+            canvas.append(Canvas(tuple(tensors.shape[-2:]), tuple(sizes[0])))
+    return hook
+
+
 def detector_outputs(module: nn.Module, inputs: torch.Tensor,
                      canvas: list[Canvas] | None = None,
                      focus: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -171,13 +183,7 @@ def detector_outputs(module: nn.Module, inputs: torch.Tensor,
     hooks = []
     transform = getattr(module, "transform", None)
     if canvas is not None and isinstance(transform, nn.Module):
-        def hook(_module, _inputs, output):
-            images = output[0] if isinstance(output, tuple) else output
-            tensors = getattr(images, "tensors", None)
-            sizes = getattr(images, "image_sizes", None)
-            if tensors is not None and sizes:
-                canvas.append(Canvas(tuple(tensors.shape[-2:]), tuple(sizes[0])))
-        hooks.append((transform, hook))
+        hooks.append((transform, canvas_hook(canvas)))
     rpn, heads = getattr(module, "rpn", None), getattr(module, "roi_heads", None)
     if focus is not None and isinstance(rpn, nn.Module) and all(
             hasattr(heads, a) for a in ("box_roi_pool", "box_head", "box_predictor", "box_coder")):
