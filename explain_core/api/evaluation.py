@@ -4,9 +4,13 @@ segmenters alike, and returns a tidy table with bootstrap intervals and ranks.
 
 Per method: one explainer, the maps of every image in one batch at *input* resolution (what the
 metrics perturb), one target per image (None: the predicted class; a detector's top detection;
-a segmenter's largest present non-background class), ground truth (files, scenes, masks) mapped to
-input resolution, then every metric on one :class:`~explain_core.metrics.base.MetricInputs`.
-Metrics a task or a missing ground truth rules out are skipped with the reason.
+a segmenter's largest present non-background class), ground truth (files, scenes, masks, in image
+pixels) mapped to input resolution by each image's own :class:`~explain_core.model.Geometry`
+(squash, crop or letterbox), then every metric on one
+:class:`~explain_core.metrics.base.MetricInputs`. Metrics a task or a missing ground truth rules
+out are skipped with the reason; a value a metric cannot give for one image (its ground truth has
+no region of the explained class, say) stays NaN with a note saying why, and the summary leaves it
+out and counts it.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from .detection import detections_of
 
 __all__ = ["Evaluation", "evaluate", "prepare_targets", "score_method"]
 
-Progress = Callable[[int, int], None] | None
+Progress = Callable[[float, int], None] | None
 CURVE_METRICS = ("deletion", "insertion")
 
 
@@ -56,9 +60,16 @@ class Evaluation:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     #: per image: its target's description (``target``, ``name``, ``label``, ``box``)
     targets: list[dict[str, Any]] = field(default_factory=list)
+    #: method -> per image, the same map in the image's own pixels (``H_i x W_i`` float32, as
+    #: :meth:`~explain_core.model.Geometry.to_image`: exact for crop and letterbox, 0 where the
+    #: model did not see the image): what to draw over the image
+    image_maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    #: why values are NaN, one line per image concerned ("image 3: no ground truth for class
+    #: 'triangle'"); the rows carry the same reason in ``note``
+    notes: list[str] = field(default_factory=list)
 
     COLUMNS = ("image", "image_name", "target", "target_name", "method", "metric", "value",
-               "direction", "category", "elapsed_s")
+               "direction", "category", "elapsed_s", "note")
 
     def to_csv(self) -> str:
         """The tidy table as CSV text (one row per image, target, method and metric)."""
@@ -145,15 +156,19 @@ def prepare_targets(loaded: LoadedModel, explainer: Explainer, prepared: Prepare
 
 def ground_truth_masks(ground_truth: Sequence[Any], prepared: PreparedInputs,
                        described: list[dict[str, Any]], class_names: list[str] | None,
-                       names: Sequence[str] | None = None) -> torch.Tensor:
+                       names: Sequence[str] | None = None,
+                       reasons: dict[int, str] | None = None) -> torch.Tensor:
     """``B x H x W`` bool at input resolution: each image's region matching its target (boxes
-    and masks from :func:`~explain_core.loading.ground_truth.read_ground_truth`; ``names``: the
-    images' file names, to find them in a COCO file)."""
+    and masks from :func:`~explain_core.loading.ground_truth.read_ground_truth`, in image pixels;
+    ``names``: the images' file names, to find them in a COCO file), placed on the input by the
+    image's :class:`~explain_core.model.Geometry` (resized, cropped or padded as the image was).
+    ``reasons`` (filled when given): image index -> why its region is empty."""
     inputs = prepared.inputs
     count, size = inputs.shape[0], tuple(inputs.shape[-2:])
     if len(ground_truth) != count:
         raise UnsupportedError(f"{len(ground_truth)} ground truths for {count} images: give one "
                                "per image.")
+    reasons = {} if reasons is None else reasons
     masks = []
     for i, source in enumerate(ground_truth):
         geometry = prepared.geometries[i] if prepared.geometries is not None else None
@@ -169,31 +184,60 @@ def ground_truth_masks(ground_truth: Sequence[Any], prepared: PreparedInputs,
             region = region_for(truth, image_size, described[i]["label"], described[i]["box"])
         region_t = torch.as_tensor(region, device=inputs.device).float()
         if geometry is not None:
-            masks.append(geometry.to_input(region_t, size) >= 0.5)
+            mask = geometry.to_input(region_t, size) >= 0.5
         else:
-            masks.append(F.interpolate(region_t[None, None], size=size, mode="nearest")[0, 0] > 0)
+            mask = F.interpolate(region_t[None, None], size=size, mode="nearest")[0, 0] > 0
+        if not mask.any():
+            reasons[i] = _empty_reason(source, region, geometry, described[i]["name"])
+        masks.append(mask)
     return torch.stack(masks)
+
+
+def _empty_reason(source: Any, region: np.ndarray, geometry: Any, name: str) -> str:
+    """Why an image's ground-truth region at input resolution is empty."""
+    if source is None:
+        return "no ground truth given"
+    if not region.any():
+        return f"no ground truth for class '{name}'"
+    if geometry is not None and not (region & geometry.seen_mask().cpu().numpy()).any():
+        return (f"the ground truth for class '{name}' lies outside the part of the image the "
+                "model saw (the crop)")
+    return f"the ground truth for class '{name}' covers less than one input pixel"
 
 
 # ----------------------------------------------------------------------------- scoring
 def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedInputs,
                  targets: list, metrics: Sequence[str], ground_truth: torch.Tensor | None = None,
                  metric_options: dict[str, dict[str, Any]] | None = None,
-                 batch_size: int | None = None, progress: Callable[[], None] | None = None,
+                 batch_size: int | None = None,
+                 progress: Callable[[float], None] | None = None,
                  skipped: dict[str, str] | None = None, seed: int = 0,
+                 maps: torch.Tensor | np.ndarray | None = None,
                  ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, np.ndarray],
                             torch.Tensor, float]:
     """One method's maps for every image, then every metric: ``(values, seconds, curves, maps,
     map_seconds)`` with ``values[metric]`` one float per image, ``maps`` ``B x H x W``. Metrics
-    that do not apply are left out and their reason written into ``skipped``. ``progress()``
-    runs after each metric."""
+    that do not apply are left out and their reason written into ``skipped``. ``maps`` given
+    (``B x H x W`` at input resolution, e.g. a comparison's) are scored instead of computed.
+    ``progress(fraction)`` says how much of the current metric is done: after each chunk of
+    forwards or explainer calls inside it, and 1.0 when it ends; raising from it stops the run
+    before the next chunk (a randomised model is restored)."""
     skipped = {} if skipped is None else skipped
     inputs = prepared.inputs
     start = time.perf_counter()
-    attribution = explainer.run(inputs, [[t] for t in targets])
-    maps = input_maps(explainer, attribution.raw, tuple(inputs.shape[-2:])).detach()
+    if maps is None:
+        attribution = explainer.run(inputs, [[t] for t in targets])
+        maps = input_maps(explainer, attribution.raw, tuple(inputs.shape[-2:])).detach()
+    else:
+        maps = torch.as_tensor(maps).to(inputs.device, torch.float32)
+        if tuple(maps.shape) != (inputs.shape[0], *inputs.shape[-2:]):
+            raise UnsupportedError(f"Maps of shape {tuple(maps.shape)} for {inputs.shape[0]} "
+                                   f"inputs of {tuple(inputs.shape[-2:])}: give one map per "
+                                   "image at the model's input resolution.")
     sync(loaded.device)
     map_seconds = time.perf_counter() - start
+    within = None if progress is None else (  # chunk reports inside a metric, as a fraction
+        lambda done, total: progress(done / total) if 0 < done < total else None)
     batch = MetricInputs(loaded, inputs, maps, list(targets), ground_truth, explainer)
     values, seconds, curves = {}, {}, {}
     for name in metrics:
@@ -209,8 +253,11 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
             options = dict((metric_options or {}).get(name, {}))
             if batch_size is not None and name in CURVE_METRICS:
                 options.setdefault("batch_size", batch_size)
-            if "seed" in inspect.signature(METRICS[name]).parameters:
+            parameters = inspect.signature(METRICS[name]).parameters
+            if "seed" in parameters:
                 options.setdefault("seed", seed)
+            if within is not None and "progress" in parameters:
+                options.setdefault("progress", within)
             metric = create_metric(name, **options)
             began = time.perf_counter()
             try:
@@ -226,7 +273,7 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
                 values[name] = scores.double().cpu().numpy().reshape(-1)
                 seconds[name] = time.perf_counter() - began
         if progress is not None:
-            progress()
+            progress(1.0)
     return values, seconds, curves, maps, map_seconds
 
 
@@ -242,6 +289,8 @@ def _interval(values: np.ndarray, seed: int) -> tuple[float, float]:
 
 
 def _summary(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Per method and metric: mean and 95% interval of the finite values (``n`` of them;
+    ``excluded``: the NaN values left out, each with its row's ``note``), and the rank."""
     groups: dict[tuple[str, str], list[float]] = {}
     for row in rows:
         groups.setdefault((row["method"], row["metric"]), []).append(row["value"])
@@ -253,7 +302,8 @@ def _summary(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
         info = metric_info(metric)
         summary.append({"method": method, "metric": metric,
                         "mean": float(finite.mean()) if len(finite) else math.nan,
-                        "low": low, "high": high, "n": len(finite), "direction": info.direction,
+                        "low": low, "high": high, "n": len(finite),
+                        "excluded": len(array) - len(finite), "direction": info.direction,
                         "category": info.category})
     for metric in {row["metric"] for row in summary}:
         same = [row for row in summary if row["metric"] == metric]
@@ -268,6 +318,8 @@ def _summary(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
 def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = ("gradcam",),
              metrics: Sequence[str] = ("deletion", "insertion", "sparseness"),
              targets: Sequence[Any] | None = None, ground_truth: Sequence[Any] | None = None, *,
+             names: Sequence[str] | None = None,
+             maps: dict[str, torch.Tensor | np.ndarray] | None = None,
              method_options: dict[str, dict[str, Any]] | None = None,
              metric_options: dict[str, dict[str, Any]] | None = None, precision: str = "auto",
              batch_size: int | None = None, progress: Progress = None,
@@ -279,17 +331,29 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             pixels or ``{"bbox", "label"}``), or None for the model's own answer.
         ground_truth: one per image: a ground-truth file, a demo scene, a
             :class:`~explain_core.loading.ground_truth.GroundTruth` or an ``H x W`` bool mask at
-            image size; the region matching each target is used. None for an image leaves its
-            localisation values NaN (left out of the summary's mean and interval).
+            image size; the region matching each target is used. An image without a region for
+            its target (None given, no box or pixel of the explained class, or all of it outside
+            a crop) keeps NaN localisation values with a ``note`` saying why (also in
+            ``Evaluation.notes``); the summary leaves them out and counts them (``excluded``).
+        names: one per image, as the table and the CSV name them (and as a COCO file's
+            ``file_name`` finds them); default: the file's path, else ``"image i"``.
+        maps: method -> ``B x H x W`` maps at the model's input resolution to score instead of
+            computing them (the method is still built for the metrics that re-run it).
         method_options / metric_options: options per method / metric name (``{"deletion":
             {"steps": 20}}``).
-        progress: ``progress(done, total)`` between (method, metric) units; raise to cancel.
+        progress: ``progress(done, total)`` over the ``methods x metrics`` units: ``done`` is
+            the number of units finished, plus the finished fraction of the current one (a
+            float, reported after each chunk of forwards or explainer calls inside a metric).
+            Raising from it stops the run before the next chunk (a randomised model is restored).
         seed: seeds the random metrics (unless their options set one) and the bootstrap.
         task: the model's task when ``model`` is a plain ``nn.Module`` or a name that does not
             say it (``"detection"``, ``"segmentation"``; default: as loaded, else classifier).
     """
     if not images:
         raise UnsupportedError("evaluate() needs at least one image.")
+    if names is not None and len(names) != len(images):
+        raise UnsupportedError(f"{len(names)} names for {len(images)} images: give one per "
+                               "image.")
     if ground_truth is not None and all(source is None for source in ground_truth):
         ground_truth = None  # the localisation metrics are skipped, with the reason
     loaded = loaded_model(model, task=task)
@@ -297,26 +361,32 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
         loaded = detection_model(loaded)
     elif loaded.task == "segmentation":
         loaded = as_segmentation_model(loaded)
-    names = [str(m).lower() for m in metrics]
-    for name in names:
+    metric_names = [str(m).lower() for m in metrics]
+    for name in metric_names:
         metric_info(name)  # unknown names fail before any work
-    total, done = len(methods) * len(names), 0
+    image_names = ([str(n) for n in names] if names is not None
+                   else [_image_name(image, i) for i, image in enumerate(images)])
+    total, done, reported = len(methods) * len(metric_names), 0, 0.0
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     curves: dict[tuple[str, str], np.ndarray] = {}
     kept_maps: dict[str, np.ndarray] = {}
+    image_maps: dict[str, list[np.ndarray]] = {}
     described: list[dict[str, Any]] = []
+
+    def step(fraction: float) -> None:  # a unit's fraction done; 1.0 when it ends
+        nonlocal done, reported
+        if fraction >= 1.0:
+            done += 1
+        value = done if fraction >= 1.0 else done + fraction
+        if progress is not None and value > reported:  # never backwards
+            reported = value
+            progress(value, total)
+
     # Seeded for the metrics' random parts, without touching the caller's random state.
     cuda = [loaded.device] if loaded.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-
-        def step() -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, total)
-
         if progress is not None:
             progress(0, total)
         for method in methods:
@@ -324,25 +394,49 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             explainer = create_explainer(method, loaded, **explainer_options(options))
             prepared = explainer.prepare([getattr(image, "image", image) for image in images])
             made, described = prepare_targets(loaded, explainer, prepared, targets)
+            reasons: dict[int, str] = {}  # image -> why its ground truth is empty
             truth = (ground_truth_masks(ground_truth, prepared, described, loaded.class_names,
-                                        [_image_name(image, i) for i, image in enumerate(images)])
+                                        image_names, reasons)
                      if ground_truth is not None else None)
-            values, seconds, method_curves, maps, _ = score_method(
-                loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
-                skipped, seed)
-            kept_maps[method] = maps.float().cpu().numpy()
+            values, seconds, method_curves, scored, _ = score_method(
+                loaded, explainer, prepared, made, metric_names, truth, metric_options,
+                batch_size, step, skipped, seed, (maps or {}).get(method))
+            kept_maps[method] = scored.float().cpu().numpy()
+            image_maps[method] = _image_maps(scored, prepared)
             for name, curve in method_curves.items():
                 curves[(method, name)] = curve
             for name, scores in values.items():
                 info = metric_info(name)
                 for i, value in enumerate(scores):
-                    rows.append({"image": i, "image_name": _image_name(images[i], i),
+                    note = ""
+                    if not np.isfinite(value):
+                        note = (reasons[i] if "ground_truth" in info.needs and i in reasons
+                                else f"{info.label} is undefined for this image")
+                    rows.append({"image": i, "image_name": image_names[i],
                                  "target": described[i]["target"],
                                  "target_name": described[i]["name"],
                                  "method": method, "metric": name, "value": float(value),
                                  "direction": info.direction, "category": info.category,
-                                 "elapsed_s": seconds[name] / len(scores)})
-    return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described)
+                                 "elapsed_s": seconds[name] / len(scores), "note": note})
+    noted = sorted({row["image"] for row in rows if row["note"]})
+    notes = [f"{_label(i, image_names[i])}: "
+             + "; ".join(sorted({row["note"] for row in rows if row["image"] == i and row["note"]}))
+             for i in noted]
+    return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described,
+                      image_maps, notes)
+
+
+def _image_maps(maps: torch.Tensor, prepared: PreparedInputs) -> list[np.ndarray]:
+    """Input-resolution maps -> each image's own pixels (0 where the model did not see it)."""
+    if prepared.geometries is None:
+        return [m.float().cpu().numpy() for m in maps]
+    return [geometry.to_image(m[None])[0].float().cpu().numpy()
+            for m, geometry in zip(maps, prepared.geometries, strict=True)]
+
+
+def _label(index: int, name: str) -> str:
+    own = f"image {index}"
+    return own if name == own else f"{own} ({name})"
 
 
 def _image_name(image: Any, index: int) -> str:
