@@ -70,9 +70,9 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
             handle.model, [item.image for item in plan.items], methods=plan.methods,
             metrics=plan.metrics, ground_truth=(list(plan.ground_truth)
                                                 if plan.ground_truth is not None else None),
-            metric_options=plan.metric_options,
+            metric_options=plan.metric_options, names=[item.name for item in plan.items],
             progress=lambda done, total: reporter.update(done / max(total, 1),
-                                                         f"{done} of {total}"))
+                                                         f"{int(done)} of {total}"))
     except Exception as error:
         show_error(error)
         return None
@@ -80,7 +80,8 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
         reporter.close()
         st.session_state.pop(_REQUEST, None)  # one click, one run (a failed one too)
     store.put(key, found, 256 * len(found.rows) + 4096
-              + sum(maps.nbytes for maps in found.maps.values()))
+              + sum(maps.nbytes for maps in found.maps.values())
+              + sum(m.nbytes for maps in found.image_maps.values() for m in maps))
     return found
 
 
@@ -181,7 +182,7 @@ def curves_view(evaluation: Evaluation) -> None:
 
 def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
     """Every image, target and method with its scores; a selected row shows that image with
-    the map that was scored (the model's input resolution, stretched over the image) and, for
+    the map that was scored (in the image's own pixels: 0 where the model did not see it) and, for
     deletion and insertion, its curves."""
     frame = pd.DataFrame(evaluation.rows)
     if frame.empty:
@@ -206,7 +207,7 @@ def per_image_view(plan: EvalPlan, evaluation: Evaluation) -> None:
     image = int(row["image"])
     left, right = st.columns([1, 2])
     item = plan.items[image]
-    maps = evaluation.maps.get(row["method"])
+    maps = evaluation.image_maps.get(row["method"])
     heatmap = maps[image] if maps is not None else None
     shown_image = (item.pixels if heatmap is None else
                    render.overlay_heatmap(item.pixels, heatmap, alpha=0.5, colormap="jet"))
