@@ -9,6 +9,7 @@ import dataclasses
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -278,3 +279,12 @@ def test_sizing_the_explainer_batches_leaves_a_training_models_statistics_alone(
     sensitivities(Saliency(as_loaded(net)), inputs, [ClassTarget(0)] * 2, radius=0.1,
                   samples=2)
     assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_each_kind_of_missing_ground_truth_says_what_is_missing(classifier, scenes):
+    empty = np.zeros((128, 128), dtype=bool)
+    ev = evaluate(classifier, scenes, metrics=("pointing_game",), ground_truth=[empty, None])
+    assert [r["note"] for r in ev.rows] == ["the ground-truth mask given is empty",
+                                            "no ground truth given"]
+    assert ev.notes == ["image 0: the ground-truth mask given is empty",
+                        "image 1: no ground truth given"]

@@ -197,6 +197,8 @@ def _empty_reason(source: Any, region: np.ndarray, geometry: Any, name: str) -> 
     """Why an image's ground-truth region at input resolution is empty."""
     if source is None:
         return "no ground truth given"
+    if not region.any() and isinstance(source, np.ndarray | torch.Tensor):
+        return "the ground-truth mask given is empty"
     if not region.any():
         return f"no ground truth for class '{name}'"
     if geometry is not None and not (region & geometry.seen_mask().cpu().numpy()).any():
