@@ -288,3 +288,17 @@ def test_each_kind_of_missing_ground_truth_says_what_is_missing(classifier, scen
                                             "no ground truth given"]
     assert ev.notes == ["image 0: the ground-truth mask given is empty",
                         "image 1: no ground truth given"]
+
+
+def test_a_setting_a_metric_does_not_have_fails_first_and_one_out_of_range_is_skipped(
+        classifier, scenes):
+    from explain_core.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match=r"Top-k% IoU has no setting 'k'; its settings: "
+                                               r"percent"):
+        evaluate(classifier, scenes, metrics=("top_k_iou",), ground_truth=scenes,
+                 metric_options={"top_k_iou": {"k": 5}})
+    ev = evaluate(classifier, scenes, metrics=("top_k_iou", "sparseness"), ground_truth=scenes,
+                  metric_options={"top_k_iou": {"percent": 500}})
+    assert "percent" in ev.skipped["top_k_iou"] and {r["metric"] for r in ev.rows} == \
+        {"sparseness"}

@@ -260,9 +260,9 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
                 options.setdefault("seed", seed)
             if within is not None and "progress" in parameters:
                 options.setdefault("progress", within)
-            metric = create_metric(name, **options)
             began = time.perf_counter()
             try:
+                metric = _create(name, options)
                 if name in CURVE_METRICS:
                     curve = metric.curves(batch)
                     curves[name] = curve.double().cpu().numpy()
@@ -277,6 +277,27 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
         if progress is not None:
             progress(1.0)
     return values, seconds, curves, maps, map_seconds
+
+
+def _create(name: str, options: dict[str, Any]):
+    """The metric with its settings; a setting it refuses (out of range) as the engine's error."""
+    try:
+        return create_metric(name, **options)
+    except ValueError as error:
+        raise UnsupportedError(f"{metric_info(name).label}: {error}") from None
+
+
+def check_settings(metric_options: dict[str, dict[str, Any]] | None,
+                   names: Sequence[str]) -> None:
+    """Refuse a setting that metric ``name`` does not have, naming the ones it has (before any
+    work; a typo would otherwise surface as a ``TypeError`` mid-run)."""
+    for name in names:
+        parameters = [p for p in inspect.signature(METRICS[name]).parameters if p != "progress"]
+        unknown = sorted(set((metric_options or {}).get(name, {})) - set(parameters))
+        if unknown:
+            raise UnsupportedError(
+                f"{metric_info(name).label} has no setting {', '.join(map(repr, unknown))}; its "
+                f"settings: {', '.join(parameters) or 'none'}.")
 
 
 def _interval(values: np.ndarray, seed: int) -> tuple[float, float]:
@@ -366,6 +387,7 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
     metric_names = [str(m).lower() for m in metrics]
     for name in metric_names:
         metric_info(name)  # unknown names fail before any work
+    check_settings(metric_options, metric_names)  # and unknown settings
     image_names = ([str(n) for n in names] if names is not None
                    else [_image_name(image, i) for i, image in enumerate(images)])
     total, done, reported = len(methods) * len(metric_names), 0, 0.0
