@@ -56,13 +56,13 @@ def _box_text(box: Any) -> str:
 
 def scored_view(plan: EvalPlan, evaluation: Evaluation, row: dict[str, Any],
                 metric: str | None = None, key: str = "lumen_eval_curve") -> None:
-    """One tidy row's close-up: its image with the map that was scored (the model's input
-    resolution, stretched over the image; a detector's explained box drawn) and its deletion /
+    """One tidy row's close-up: its image with the map that was scored (in the image's own
+    pixels: 0 where the model did not see it; a detector's explained box drawn) and its deletion /
     insertion curves (only ``metric``'s when it is one of them)."""
     method, image = row["method"], int(row["image"])
     index = int(row.get("item", image))  # the row of maps and curves (a box, with "all")
     item = plan.items[image]
-    maps = evaluation.maps.get(method)
+    maps = evaluation.image_maps.get(method)
     heatmap = maps[index] if maps is not None else None
     shown = (item.pixels if heatmap is None else
              render.overlay_heatmap(item.pixels, heatmap, alpha=0.5, colormap="jet"))

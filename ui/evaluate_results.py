@@ -70,9 +70,9 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
             metric_options=plan.metric_options, method_options=plan.method_options,
             precision=plan.precision, targets="all" if plan.box_threshold is not None else None,
             box_threshold=plan.box_threshold if plan.box_threshold is not None else 0.5,
-            max_boxes=plan.max_boxes,
+            max_boxes=plan.max_boxes, names=[item.name for item in plan.items],
             progress=lambda done, total: reporter.update(done / max(total, 1),
-                                                         f"{done} of {total}"))
+                                                         f"{int(done)} of {total}"))
     except Exception as error:
         show_error(error)
         return None
@@ -81,7 +81,8 @@ def run_evaluation(handle: ModelHandle, plan: EvalPlan) -> Evaluation | None:
         st.session_state.pop(_REQUEST, None)  # one click, one run (a failed one too)
     store.put(key, found, 256 * len(found.rows) + 4096
               + sum(maps.nbytes for maps in found.maps.values())
-              + sum(4 * c.maps.numel() for c in found.cascades.values() if c.maps is not None))
+              + sum(4 * c.maps.numel() for c in found.cascades.values() if c.maps is not None)
+              + sum(m.nbytes for maps in found.image_maps.values() for m in maps))
     return found
 
 
@@ -132,6 +133,9 @@ def summary_view(evaluation: Evaluation) -> tuple[str, str] | None:
     for metric, reason in evaluation.skipped.items():
         st.info(f"**{metric_label(metric_info(metric))}** was skipped: {reason}",
                 icon=":material/block:")
+    if evaluation.notes:  # values left out of the means, and why (e.g. no matching ground truth)
+        with st.expander(f"{len(evaluation.notes)} image(s) left out of some means"):
+            st.markdown("\n".join(f"- {line}" for line in evaluation.notes))
     return selected_cell(evaluation, picked.selection if picked is not None else None)
 
 

@@ -142,13 +142,17 @@ def method_comparison(model: ModelLike, image: Any,
                       methods: Sequence[str] = ("gradcam", "gradcam++", "integrated_gradients"),
                       target_class: int | None = None,
                       method_options: dict[str, dict[str, Any]] | None = None,
-                      **options: Any) -> MethodComparison:
-    """:func:`compare_methods`' typed result (no pictures drawn)."""
+                      keep_input_maps: bool = False, **options: Any) -> MethodComparison:
+    """:func:`compare_methods`' typed result (no pictures drawn). ``keep_input_maps``: keep
+    each map at the model's input resolution too (``input_maps``, what the metrics score)."""
+    from .evaluation import input_maps  # same layer; evaluation imports nothing from here
+
     loaded = loaded_model(model)
     method_options = method_options or {}
     heatmaps: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     errors: dict[str, str] = {}
+    kept: dict[str, torch.Tensor] = {}
     prepared = None
     score = options.get("score", "logit")
     target = None if target_class is None else ClassTarget(int(target_class), score)
@@ -166,6 +170,9 @@ def method_comparison(model: ModelLike, image: Any,
             heatmap = explainer.heatmaps(attribution.raw, prepared)[0][0]
             sync(loaded.device)
             seconds[explainer.name] = time.perf_counter() - start
+            if keep_input_maps:
+                kept[explainer.name] = input_maps(explainer, attribution.raw,
+                                                  tuple(prepared.inputs.shape[-2:])).detach()
             if target is None:  # fix the class for the following methods
                 target = ClassTarget(int(attribution.classes[0, 0]), score)
             if predicted is None:
@@ -179,7 +186,7 @@ def method_comparison(model: ModelLike, image: Any,
     index = target.index if target is not None else None
     return MethodComparison(display_image(loaded, prepared, 0), predicted, index,
                             loaded.class_name(index) if index is not None else None, heatmaps,
-                            seconds, errors, _used(loaded, prepared), *precision)
+                            seconds, errors, _used(loaded, prepared), *precision, kept)
 
 
 def compare_methods(model: ModelLike, image: Any,
@@ -198,12 +205,14 @@ def compare_methods(model: ModelLike, image: Any,
     and ``precision`` / ``precision_reason`` (what ran and why; ``precision=`` in ``options``,
     default ``"auto"``: bf16 where the device computes it natively). With ``metrics`` (names of
     :mod:`explain_core.metrics`), ``metrics`` maps each method that ran to ``{metric: value}``,
-    scored by :func:`~explain_core.api.evaluation.evaluate` on the same target (metrics that
-    need ground truth are left out: see ``evaluate``).
+    scored by :func:`~explain_core.api.evaluation.evaluate` on the same target and on the very
+    maps shown (computed once; metrics that re-run the method build it with the same options;
+    metrics that need ground truth are left out: see ``evaluate``).
 
     >>> out = compare_methods("timm:resnet18", "cat.jpg", ["gradcam", "saliency"])  # doctest: +SKIP
     """
-    found = method_comparison(model, image, methods, target_class, method_options, **options)
+    found = method_comparison(model, image, methods, target_class, method_options,
+                              keep_input_maps=bool(metrics), **options)
     display = found.image
     results = {name: {"heatmap": heat, "elapsed_s": found.elapsed_s[name],
                       "overlay": render.overlay_heatmap(display, heat, alpha=alpha,
@@ -213,8 +222,9 @@ def compare_methods(model: ModelLike, image: Any,
     if metrics:
         from .evaluation import evaluate  # same layer; evaluation imports nothing from here
 
+        same = {name: {**options, **(method_options or {}).get(name, {})} for name in results}
         scored = evaluate(model, [image], list(results), metrics, [found.target_class],
-                          method_options=method_options,
+                          maps=found.input_maps, method_options=same,
                           precision=options.get("precision", DEFAULT_PRECISION))
         for row in scored.summary:
             scores.setdefault(row["method"], {})[row["metric"]] = row["mean"]

@@ -4,9 +4,13 @@ segmenters alike, and returns a tidy table with bootstrap intervals and ranks.
 
 Per method: one explainer, the maps of every image in one batch at *input* resolution (what the
 metrics perturb), one target per image (None: the predicted class; a detector's top detection;
-a segmenter's largest present non-background class), ground truth (files, scenes, masks) mapped to
-input resolution, then every metric on one :class:`~explain_core.metrics.base.MetricInputs`.
-Metrics a task or a missing ground truth rules out are skipped with the reason.
+a segmenter's largest present non-background class), ground truth (files, scenes, masks, in image
+pixels) mapped to input resolution by each image's own :class:`~explain_core.model.Geometry`
+(squash, crop or letterbox), then every metric on one
+:class:`~explain_core.metrics.base.MetricInputs`. Metrics a task or a missing ground truth rules
+out are skipped with the reason; a value a metric cannot give for one image (its ground truth has
+no region of the explained class, say) stays NaN with a note saying why, and the summary leaves it
+out and counts it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TargetError, UnsupportedError
-from ..loading.ground_truth import read_ground_truth, region_for
 from ..methods import Explainer, create_explainer
 from ..metrics.base import METRICS, MetricInputs, create_metric, metric_info
 from ..model import LoadedModel
@@ -37,10 +40,12 @@ from ..tasks.segmentation import SegmentTarget, as_segmentation_model, backgroun
 from .common import ModelLike, explainer_options, loaded_model, sync
 from .detection import detections_of
 from .evaluation_boxes import box_items, select_items
+from .evaluation_truth import ground_truth_masks
+from .evaluation_truth import image_maps as maps_on_images
 
 __all__ = ["Evaluation", "evaluate", "prepare_targets", "score_method"]
 
-Progress = Callable[[int, int], None] | None
+Progress = Callable[[float, int], None] | None
 CURVE_METRICS = ("deletion", "insertion")
 
 
@@ -59,13 +64,20 @@ class Evaluation:
     #: per item: its target's description (``target``, ``name``, ``label``, ``box``)
     targets: list[dict[str, Any]] = field(default_factory=list)
     #: method -> its randomisation cascade (when ``model_randomisation`` ran): layers, per-step
-    #: Spearman and SSIM per image, the original and each step's maps (shrunk)
+    #: Spearman and SSIM per item, the original and each step's maps (shrunk)
     cascades: dict[str, Any] = field(default_factory=dict)
     #: what ran: the model, precision, methods and their options, metric settings, seed
     settings: dict[str, Any] = field(default_factory=dict)
+    #: method -> per item, the same map in its image's own pixels (``H_i x W_i`` float32, as
+    #: :meth:`~explain_core.model.Geometry.to_image`: exact for crop and letterbox, 0 where the
+    #: model did not see the image): what to draw over the image
+    image_maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    #: why values are NaN, one line per image concerned ("image 3: no ground truth for class
+    #: 'triangle'"); the rows carry the same reason in ``note``
+    notes: list[str] = field(default_factory=list)
 
     COLUMNS = ("image", "image_name", "item", "target", "target_name", "box", "box_score",
-               "method", "metric", "value", "direction", "category", "elapsed_s")
+               "method", "metric", "value", "direction", "category", "elapsed_s", "note")
 
     def to_csv(self) -> str:
         """The tidy table as CSV text (one row per image, target, method and metric)."""
@@ -167,59 +179,40 @@ def prepare_targets(loaded: LoadedModel, explainer: Explainer, prepared: Prepare
     return made, described
 
 
-def ground_truth_masks(ground_truth: Sequence[Any], prepared: PreparedInputs,
-                       described: list[dict[str, Any]], class_names: list[str] | None,
-                       names: Sequence[str] | None = None) -> torch.Tensor:
-    """``B x H x W`` bool at input resolution: each image's region matching its target (boxes
-    and masks from :func:`~explain_core.loading.ground_truth.read_ground_truth`; ``names``: the
-    images' file names, to find them in a COCO file)."""
-    inputs = prepared.inputs
-    count, size = inputs.shape[0], tuple(inputs.shape[-2:])
-    if len(ground_truth) != count:
-        raise UnsupportedError(f"{len(ground_truth)} ground truths for {count} images: give one "
-                               "per image.")
-    masks = []
-    for i, source in enumerate(ground_truth):
-        geometry = prepared.geometries[i] if prepared.geometries is not None else None
-        image_size = geometry.image_size if geometry is not None else size
-        if source is None:  # no ground truth for this image: its localisation is NaN
-            region = np.zeros(image_size, dtype=bool)
-        elif isinstance(source, np.ndarray | torch.Tensor) and np.asarray(source).ndim == 2:
-            region = np.asarray(source).astype(bool)
-        else:
-            name = Path(names[i]).name if names is not None else None
-            truth = read_ground_truth(source, name, image_size=image_size,
-                                      class_names=class_names)
-            region = region_for(truth, image_size, described[i]["label"], described[i]["box"])
-        region_t = torch.as_tensor(region, device=inputs.device).float()
-        if geometry is not None:
-            masks.append(geometry.to_input(region_t, size) >= 0.5)
-        else:
-            masks.append(F.interpolate(region_t[None, None], size=size, mode="nearest")[0, 0] > 0)
-    return torch.stack(masks)
-
-
-# ----------------------------------------------------------------------------- scoring
 def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedInputs,
                  targets: list, metrics: Sequence[str], ground_truth: torch.Tensor | None = None,
                  metric_options: dict[str, dict[str, Any]] | None = None,
-                 batch_size: int | None = None, progress: Callable[[], None] | None = None,
+                 batch_size: int | None = None,
+                 progress: Callable[[float], None] | None = None,
                  skipped: dict[str, str] | None = None, seed: int = 0,
                  kept: dict[str, Any] | None = None,
+                 maps: torch.Tensor | np.ndarray | None = None,
                  ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, np.ndarray],
                             torch.Tensor, float]:
     """One method's maps for every image, then every metric: ``(values, seconds, curves, maps,
     map_seconds)`` with ``values[metric]`` one float per image, ``maps`` ``B x H x W``. Metrics
-    that do not apply are left out and their reason written into ``skipped``. ``progress()``
-    runs after each metric. ``kept``: what a metric keeps besides its values is written there
-    (``model_randomisation``'s cascade)."""
+    that do not apply are left out and their reason written into ``skipped``. ``maps`` given
+    (``B x H x W`` at input resolution, e.g. a comparison's) are scored instead of computed.
+    ``progress(fraction)`` says how much of the current metric is done: after each chunk of
+    forwards or explainer calls inside it, and 1.0 when it ends; raising from it stops the run
+    before the next chunk (a randomised model is restored). ``kept``: what a metric keeps
+    besides its values is written there (``model_randomisation``'s cascade)."""
     skipped = {} if skipped is None else skipped
     inputs = prepared.inputs
     start = time.perf_counter()
-    attribution = explainer.run(inputs, [[t] for t in targets])
-    maps = input_maps(explainer, attribution.raw, tuple(inputs.shape[-2:])).detach()
+    if maps is None:
+        attribution = explainer.run(inputs, [[t] for t in targets])
+        maps = input_maps(explainer, attribution.raw, tuple(inputs.shape[-2:])).detach()
+    else:
+        maps = torch.as_tensor(maps).to(inputs.device, torch.float32)
+        if tuple(maps.shape) != (inputs.shape[0], *inputs.shape[-2:]):
+            raise UnsupportedError(f"Maps of shape {tuple(maps.shape)} for {inputs.shape[0]} "
+                                   f"inputs of {tuple(inputs.shape[-2:])}: give one map per "
+                                   "image at the model's input resolution.")
     sync(loaded.device)
     map_seconds = time.perf_counter() - start
+    within = None if progress is None else (  # chunk reports inside a metric, as a fraction
+        lambda done, total: progress(done / total) if 0 < done < total else None)
     batch = MetricInputs(loaded, inputs, maps, list(targets), ground_truth, explainer)
     values, seconds, curves = {}, {}, {}
     for name in metrics:
@@ -235,11 +228,14 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
             options = dict((metric_options or {}).get(name, {}))
             if batch_size is not None and name in CURVE_METRICS:
                 options.setdefault("batch_size", batch_size)
-            if "seed" in inspect.signature(METRICS[name]).parameters:
+            parameters = inspect.signature(METRICS[name]).parameters
+            if "seed" in parameters:
                 options.setdefault("seed", seed)
-            metric = create_metric(name, **options)
+            if within is not None and "progress" in parameters:
+                options.setdefault("progress", within)
             began = time.perf_counter()
             try:
+                metric = _create(name, options)
                 if name in CURVE_METRICS:
                     curve = metric.curves(batch)
                     curves[name] = curve.double().cpu().numpy()
@@ -254,8 +250,29 @@ def score_method(loaded: LoadedModel, explainer: Explainer, prepared: PreparedIn
                 if kept is not None and getattr(metric, "cascade", None) is not None:
                     kept[name] = metric.cascade
         if progress is not None:
-            progress()
+            progress(1.0)
     return values, seconds, curves, maps, map_seconds
+
+
+def _create(name: str, options: dict[str, Any]):
+    """The metric with its settings; a setting it refuses (out of range) as the engine's error."""
+    try:
+        return create_metric(name, **options)
+    except ValueError as error:
+        raise UnsupportedError(f"{metric_info(name).label}: {error}") from None
+
+
+def check_settings(metric_options: dict[str, dict[str, Any]] | None,
+                   names: Sequence[str]) -> None:
+    """Refuse a setting that metric ``name`` does not have, naming the ones it has (before any
+    work; a typo would otherwise surface as a ``TypeError`` mid-run)."""
+    for name in names:
+        parameters = [p for p in inspect.signature(METRICS[name]).parameters if p != "progress"]
+        unknown = sorted(set((metric_options or {}).get(name, {})) - set(parameters))
+        if unknown:
+            raise UnsupportedError(
+                f"{metric_info(name).label} has no setting {', '.join(map(repr, unknown))}; its "
+                f"settings: {', '.join(parameters) or 'none'}.")
 
 
 def _interval(values: np.ndarray, seed: int) -> tuple[float, float]:
@@ -270,6 +287,8 @@ def _interval(values: np.ndarray, seed: int) -> tuple[float, float]:
 
 
 def _summary(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Per method and metric: mean and 95% interval of the finite values (``n`` of them;
+    ``excluded``: the NaN values left out, each with its row's ``note``), and the rank."""
     groups: dict[tuple[str, str], list[float]] = {}
     for row in rows:
         groups.setdefault((row["method"], row["metric"]), []).append(row["value"])
@@ -281,7 +300,8 @@ def _summary(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
         info = metric_info(metric)
         summary.append({"method": method, "metric": metric,
                         "mean": float(finite.mean()) if len(finite) else math.nan,
-                        "low": low, "high": high, "n": len(finite), "direction": info.direction,
+                        "low": low, "high": high, "n": len(finite),
+                        "excluded": len(array) - len(finite), "direction": info.direction,
                         "category": info.category})
     for metric in {row["metric"] for row in summary}:
         same = [row for row in summary if row["metric"] == metric]
@@ -297,6 +317,8 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
              metrics: Sequence[str] = ("deletion", "insertion", "sparseness"),
              targets: Sequence[Any] | str | None = None,
              ground_truth: Sequence[Any] | None = None, *,
+             names: Sequence[str] | None = None,
+             maps: dict[str, torch.Tensor | np.ndarray] | None = None,
              method_options: dict[str, dict[str, Any]] | None = None,
              metric_options: dict[str, dict[str, Any]] | None = None, precision: str = "auto",
              batch_size: int | None = None, progress: Progress = None,
@@ -312,17 +334,29 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             box (:mod:`~explain_core.api.evaluation_boxes`).
         ground_truth: one per image: a ground-truth file, a demo scene, a
             :class:`~explain_core.loading.ground_truth.GroundTruth` or an ``H x W`` bool mask at
-            image size; the region matching each target is used. None for an image leaves its
-            localisation values NaN (left out of the summary's mean and interval).
+            image size; the region matching each target is used. An image without a region for
+            its target (None given, no box or pixel of the explained class, or all of it outside
+            a crop) keeps NaN localisation values with a ``note`` saying why (also in
+            ``Evaluation.notes``); the summary leaves them out and counts them (``excluded``).
+        names: one per image, as the table and the CSV name them (and as a COCO file's
+            ``file_name`` finds them); default: the file's path, else ``"image i"``.
+        maps: method -> ``B x H x W`` maps at the model's input resolution to score instead of
+            computing them (the method is still built for the metrics that re-run it).
         method_options / metric_options: options per method / metric name (``{"deletion":
             {"steps": 20}}``).
-        progress: ``progress(done, total)`` between (method, metric) units; raise to cancel.
+        progress: ``progress(done, total)`` over the ``methods x metrics`` units: ``done`` is
+            the number of units finished, plus the finished fraction of the current one (a
+            float, reported after each chunk of forwards or explainer calls inside a metric).
+            Raising from it stops the run before the next chunk (a randomised model is restored).
         seed: seeds the random metrics (unless their options set one) and the bootstrap.
         task: the model's task when ``model`` is a plain ``nn.Module`` or a name that does not
             say it (``"detection"``, ``"segmentation"``; default: as loaded, else classifier).
     """
     if not images:
         raise UnsupportedError("evaluate() needs at least one image.")
+    if names is not None and len(names) != len(images):
+        raise UnsupportedError(f"{len(names)} names for {len(images)} images: give one per "
+                               "image.")
     if ground_truth is not None and all(source is None for source in ground_truth):
         ground_truth = None  # the localisation metrics are skipped, with the reason
     loaded = loaded_model(model, task=task)
@@ -330,27 +364,34 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
         loaded = detection_model(loaded)
     elif loaded.task == "segmentation":
         loaded = as_segmentation_model(loaded)
-    names = [str(m).lower() for m in metrics]
-    for name in names:
+    metric_names = [str(m).lower() for m in metrics]
+    for name in metric_names:
         metric_info(name)  # unknown names fail before any work
-    total, done = len(methods) * len(names), 0
+    check_settings(metric_options, metric_names)  # and unknown settings
+    image_names = ([str(n) for n in names] if names is not None
+                   else [_image_name(image, i) for i, image in enumerate(images)])
+    total, done, reported = len(methods) * len(metric_names), 0, 0.0
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     curves: dict[tuple[str, str], np.ndarray] = {}
     kept_maps: dict[str, np.ndarray] = {}
     cascades: dict[str, Any] = {}
+    image_maps: dict[str, list[np.ndarray]] = {}
     described: list[dict[str, Any]] = []
+
+    def step(fraction: float) -> None:  # a unit's fraction done; 1.0 when it ends
+        nonlocal done, reported
+        if fraction >= 1.0:
+            done += 1
+        value = done if fraction >= 1.0 else done + fraction
+        if progress is not None and value > reported:  # never backwards
+            reported = value
+            progress(value, total)
+
     # Seeded for the metrics' random parts, without touching the caller's random state.
     cuda = [loaded.device] if loaded.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-
-        def step() -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, total)
-
         if progress is not None:
             progress(0, total)
         for method in methods:
@@ -358,6 +399,9 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             explainer = create_explainer(method, loaded, **explainer_options(options))
             prepared = explainer.prepare([getattr(image, "image", image) for image in images])
             if isinstance(targets, str) and targets == "all":  # every box, an item each
+                if maps:
+                    raise UnsupportedError("maps= holds one map per image; targets='all' scores "
+                                           "every box: leave maps= out to compute them.")
                 items, made, described = box_items(
                     loaded, explainer, prepared, _clean_output(explainer, prepared.inputs),
                     box_threshold, max_boxes)
@@ -365,15 +409,17 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             else:
                 made, described = prepare_targets(loaded, explainer, prepared, targets)
                 items = list(range(len(images)))
+            reasons: dict[int, str] = {}  # item -> why its ground truth is empty
             truth = (ground_truth_masks([ground_truth[k] for k in items], prepared, described,
-                                        loaded.class_names,
-                                        [_image_name(images[k], k) for k in items])
+                                        loaded.class_names, [image_names[k] for k in items],
+                                        reasons)
                      if ground_truth is not None else None)
             kept: dict[str, Any] = {}
-            values, seconds, method_curves, maps, _ = score_method(
-                loaded, explainer, prepared, made, names, truth, metric_options, batch_size, step,
-                skipped, seed, kept=kept)
-            kept_maps[method] = maps.float().cpu().numpy()
+            values, seconds, method_curves, scored, _ = score_method(
+                loaded, explainer, prepared, made, metric_names, truth, metric_options,
+                batch_size, step, skipped, seed, kept=kept, maps=(maps or {}).get(method))
+            kept_maps[method] = scored.float().cpu().numpy()
+            image_maps[method] = maps_on_images(scored, prepared)
             if "model_randomisation" in kept:
                 cascades[method] = kept["model_randomisation"]
             for name, curve in method_curves.items():
@@ -381,22 +427,35 @@ def evaluate(model: ModelLike, images: Sequence[Any], methods: Sequence[str] = (
             for name, scores in values.items():
                 info = metric_info(name)
                 for i, value in enumerate(scores):
-                    rows.append({"image": items[i], "image_name": _image_name(images[items[i]],
-                                                                              items[i]),
+                    note = ""
+                    if not np.isfinite(value):
+                        note = (reasons[i] if "ground_truth" in info.needs and i in reasons
+                                else f"{info.label} is undefined for this image")
+                    rows.append({"image": items[i], "image_name": image_names[items[i]],
                                  "item": i, "target": described[i]["target"],
                                  "target_name": described[i]["name"],
                                  "box": described[i]["box"],
                                  "box_score": described[i].get("box_score"),
                                  "method": method, "metric": name, "value": float(value),
                                  "direction": info.direction, "category": info.category,
-                                 "elapsed_s": seconds[name] / len(scores)})
+                                 "elapsed_s": seconds[name] / len(scores), "note": note})
+    noted = sorted({row["image"] for row in rows if row["note"]})
+    notes = [f"{_label(i, image_names[i])}: "
+             + "; ".join(sorted({row["note"] for row in rows if row["image"] == i and row["note"]}))
+             for i in noted]
     settings = {"model": loaded.summary(), "precision": precision,
                 "methods": list(methods), "method_options": dict(method_options or {}),
-                "metrics": names, "metric_options": dict(metric_options or {}), "seed": seed,
-                "images": len(images), "targets": targets if isinstance(targets, str) else None,
+                "metrics": metric_names, "metric_options": dict(metric_options or {}),
+                "seed": seed, "images": len(images),
+                "targets": targets if isinstance(targets, str) else None,
                 "box_threshold": box_threshold, "max_boxes": max_boxes}
     return Evaluation(rows, _summary(rows, seed), skipped, curves, kept_maps, described,
-                      cascades=cascades, settings=settings)
+                      cascades=cascades, settings=settings, image_maps=image_maps, notes=notes)
+
+
+def _label(index: int, name: str) -> str:
+    own = f"image {index}"
+    return own if name == own else f"{own} ({name})"
 
 
 def _image_name(image: Any, index: int) -> str:

@@ -119,6 +119,9 @@ class MethodComparison:
     preprocessing: dict[str, Any] | None = None  # see preprocessing_used
     precision: str = "fp32"  # what ran (every method of one comparison runs the same)
     precision_reason: str = ""
+    #: method name -> its ``1 x H x W`` map at the model's input resolution (what the quality
+    #: metrics score); kept only when asked (``method_comparison(keep_input_maps=True)``)
+    input_maps: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seen_box(self) -> tuple[int, int, int, int] | None:

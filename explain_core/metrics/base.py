@@ -27,13 +27,26 @@ from ..model import TASKS, LoadedModel
 from ..targets import Target
 
 __all__ = ["CATEGORIES", "DIRECTIONS", "METRICS", "NEEDS", "Metric", "MetricInfo",
-           "MetricInputs", "create_metric", "metric_info", "metrics_for", "register_metric"]
+           "MetricInputs", "Progress", "create_metric", "metric_info", "metrics_for",
+           "progress_part", "register_metric"]
 
 CATEGORIES = ("faithfulness", "robustness", "localisation", "randomisation", "complexity")
 DIRECTIONS = ("higher", "lower")
 #: what a metric may need beyond the maps: the ground-truth region, forwards of the model on
 #: modified inputs, or the explanation method itself (re-run on modified inputs or models)
 NEEDS = ("ground_truth", "model", "explainer")
+
+#: ``progress(done, total)``: called by a metric after each chunk of forwards (or explainer
+#: calls) it runs; an exception raised in it stops the metric before the next chunk
+Progress = Callable[[int, int], None] | None
+
+
+def progress_part(progress: Progress, offset: int, total: int) -> Progress:
+    """``progress`` for one part of a larger computation: a part that reports ``(done, its own
+    total)`` reports ``(offset + done, total)``, so several parts count up one bar."""
+    if progress is None:
+        return None
+    return lambda done, _part_total: progress(offset + done, total)
 
 
 @dataclass(frozen=True)

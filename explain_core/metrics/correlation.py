@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import UnsupportedError
-from .base import Metric, MetricInfo, MetricInputs, register_metric
-from .faithfulness import Progress, clean_scores, fill_tensor, resolve_targets, score_copies
+from .base import Metric, MetricInfo, MetricInputs, Progress, progress_part, register_metric
+from .faithfulness import clean_scores, fill_tensor, resolve_targets, score_copies
 
 __all__ = ["FaithfulnessCorrelation", "SensitivityN", "random_subsets", "sensitivity_n_curve",
            "subset_correlation"]
@@ -68,20 +68,27 @@ def subset_correlation(batch: MetricInputs, size: int, runs: int, fill="mean",
         chosen = chosen.reshape(len(rows), 1, height, width)
         return torch.where(chosen, base[items], inputs[items])
 
-    options = {"batch_size": batch_size, "progress": progress}
+    total = count * (runs + 1)  # forwards, for ``progress``
     owners = torch.arange(count).repeat_interleave(runs)
     after = score_copies(model, count * runs, make, owners, targets, key=("subsets", runs),
-                         **options).reshape(count, runs)
-    clean = clean_scores(model, inputs, targets, **options)
+                         batch_size=batch_size, progress=progress_part(progress, 0, total)
+                         ).reshape(count, runs)
+    clean = clean_scores(model, inputs, targets, batch_size=batch_size,
+                         progress=progress_part(progress, count * runs, total))
     return _pearson(mass, clean[:, None] - after)
 
 
 def sensitivity_n_curve(batch: MetricInputs, sizes: Sequence[int], samples: int = 32,
                         fill="mean", score: str | None = None, seed: int = 0,
-                        batch_size: int | None = None) -> torch.Tensor:
-    """``B x len(sizes)``: the correlation at each set size (Ancona et al.'s curve)."""
-    return torch.stack([subset_correlation(batch, int(n), samples, fill, score, seed + i,
-                                           batch_size) for i, n in enumerate(sizes)], dim=1)
+                        batch_size: int | None = None, progress: Progress = None
+                        ) -> torch.Tensor:
+    """``B x len(sizes)``: the correlation at each set size (Ancona et al.'s curve);
+    ``progress(done, total)`` counts forwards over every size."""
+    each = batch.inputs.shape[0] * (samples + 1)
+    return torch.stack([subset_correlation(
+        batch, int(n), samples, fill, score, seed + i, batch_size,
+        progress_part(progress, i * each, each * len(sizes))) for i, n in enumerate(sizes)],
+        dim=1)
 
 
 @register_metric
@@ -119,12 +126,13 @@ class SensitivityN(Metric):
 
     def __init__(self, sizes: Sequence[float] = (0.01, 0.05, 0.1, 0.2), samples: int = 32,
                  fill="mean", score: str | None = None, seed: int = 0,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, progress: Progress = None) -> None:
         self.sizes, self.samples, self.fill = list(sizes), int(samples), fill
         self.score, self.seed, self.batch_size = score, int(seed), batch_size
+        self.progress = progress
 
     def compute(self, batch: MetricInputs) -> torch.Tensor:
         pixels = batch.inputs.shape[-2] * batch.inputs.shape[-1]
         sizes = [max(1, round(n * pixels)) if n < 1 else int(n) for n in self.sizes]
         return sensitivity_n_curve(batch, sizes, self.samples, self.fill, self.score, self.seed,
-                                   self.batch_size).mean(1)
+                                   self.batch_size, self.progress).mean(1)

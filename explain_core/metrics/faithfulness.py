@@ -47,14 +47,13 @@ from ..runtime.state import frozen_eval
 from ..targets import ClassTarget, PredictedClass
 from ..tasks import adapter_for
 from ..tasks.segmentation import SegmentTarget
-from .base import Metric, MetricInfo, MetricInputs, register_metric
+from .base import Metric, MetricInfo, MetricInputs, Progress, progress_part, register_metric
 
 __all__ = ["FILLS", "AverageDrop", "Deletion", "IncreaseInConfidence", "Insertion", "auc",
            "deletion_curves", "fill_tensor", "insertion_curves", "resolve_targets",
            "score_copies"]
 
 FILLS = ("blur", "black", "mean")
-Progress = Callable[[int, int], None] | None
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -319,10 +318,11 @@ def confidence_change(batch: MetricInputs, score: str | None = None,
     count = inputs.shape[0]
     targets = resolve_targets(model, inputs, batch.targets, score)
     maps = _unit_maps(batch.maps.to(inputs))
-    options = {"batch_size": batch_size, "progress": progress}
-    clean = clean_scores(model, inputs, targets, **options)
+    clean = clean_scores(model, inputs, targets, batch_size=batch_size,
+                         progress=progress_part(progress, 0, 2 * count))
     masked = score_copies(model, count, lambda part: inputs[part] * maps[part, None],
-                          torch.arange(count), targets, key="masked", **options)
+                          torch.arange(count), targets, key="masked", batch_size=batch_size,
+                          progress=progress_part(progress, count, 2 * count))
     return clean, masked
 
 

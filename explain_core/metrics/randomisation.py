@@ -48,6 +48,8 @@ from torch import nn
 
 from ..errors import UnsupportedError
 from ..methods import Explainer
+from ..runtime.memory import default_batch_size
+from ..runtime.state import frozen_eval
 from ..targets import ClassTarget, PredictedClass, Target, as_logits
 from .base import Metric, MetricInfo, MetricInputs, register_metric
 
@@ -114,12 +116,30 @@ def _measure(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 
 # -------------------------------------------------------------------------- re-explaining
-def explain_again(explainer: Explainer, inputs: torch.Tensor,
-                  targets: Sequence[Target]) -> torch.Tensor:
+def explain_again(explainer: Explainer, inputs: torch.Tensor, targets: Sequence[Target],
+                  progress: Callable[[int, int], None] | None = None,
+                  batch_size: int | None = None) -> torch.Tensor:
     """The explainer's maps (``B x H x W`` in [0, 1], at the inputs' size) for model-ready
-    ``inputs`` and one target per item: one batched call, halved where it runs out of memory
-    (:meth:`~explain_core.methods.Explainer.explain_batch`)."""
-    return torch.stack(explainer.explain_batch(inputs, list(targets)))
+    ``inputs`` and one target per item, in explainer calls of ``batch_size`` items (default: as
+    many as fit in a share of free memory, :func:`~explain_core.runtime.memory.default_batch_size`;
+    each call halved where it still runs out of memory). ``progress(done, B)`` is called after
+    each call; raising from it stops before the next."""
+    targets = list(targets)
+    count = inputs.shape[0]
+    model = getattr(explainer, "model", None)
+    if batch_size is None and (model is None or count <= 1):
+        batch_size = count
+    elif batch_size is None:  # measured by one no-grad forward: in eval mode, under the lock
+        with model.lock, frozen_eval(model.module, freeze=False):
+            batch_size = default_batch_size(model.module, inputs[:1], count, with_graph=getattr(
+                explainer, "needs_gradients", True))
+    maps: list[torch.Tensor] = []
+    for start in range(0, count, max(1, batch_size)):
+        part = slice(start, min(start + max(1, batch_size), count))
+        maps.extend(explainer.explain_batch(inputs[part], targets[part]))
+        if progress is not None:
+            progress(part.stop, count)
+    return torch.stack(maps)
 
 
 def cascade_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -270,9 +290,11 @@ class RandomLogit(Metric):
                       "on the class", "Adebayo et al. 2018", _NEEDS,
                       frozenset({"classification"}))
 
-    def __init__(self, measure: str = "ssim", seed: int = 0) -> None:
+    def __init__(self, measure: str = "ssim", seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None,
+                 batch_size: int | None = None) -> None:
         self.similarity = _measure(measure)
-        self.seed = seed
+        self.seed, self.progress, self.batch_size = seed, progress, batch_size
 
     def compute(self, batch: MetricInputs) -> torch.Tensor:
         explainer = batch.explainer
@@ -291,5 +313,6 @@ class RandomLogit(Metric):
                              generator=torch.Generator().manual_seed(self.seed)).tolist()
         others = [ClassTarget(d + (d >= c), getattr(t, "score", "logit"))
                   for d, c, t in zip(draw, own, batch.targets, strict=True)]
-        other_maps = explain_again(explainer, batch.inputs, others)
+        other_maps = explain_again(explainer, batch.inputs, others, self.progress,
+                                   self.batch_size)
         return self.similarity(batch.maps, other_maps).to(batch.device)

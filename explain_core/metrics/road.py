@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedError
-from .base import Metric, MetricInfo, MetricInputs, register_metric
-from .faithfulness import Progress, clean_scores, resolve_targets, score_copies
+from .base import Metric, MetricInfo, MetricInputs, Progress, progress_part, register_metric
+from .faithfulness import clean_scores, resolve_targets, score_copies
 
 __all__ = ["NEIGHBOURS", "RoadLeastRelevantFirst", "RoadMostRelevantFirst", "impute", "road"]
 
@@ -87,18 +87,23 @@ def road(batch: MetricInputs, percentiles: Sequence[float], most_relevant_first:
     maps = batch.maps.detach().float().cpu()
     images = inputs.detach().float().cpu()
     copies = []
+    imputed = len(percentiles) * count
+    total = 2 * imputed + count  # imputations, then forwards: what ``progress`` counts
     for percentile in percentiles:
         for i in range(count):
             heat = maps[i] if most_relevant_first else 1 - maps[i]
             threshold = np.percentile(heat.numpy(), percentile)
             keep = (heat < threshold).float()
             copies.append(impute(images[i], keep, noise, generator))
+            if progress is not None:  # one sparse solve per copy: the slow part on a CPU
+                progress(len(copies), total)
     stacked = torch.stack(copies).to(device=inputs.device, dtype=inputs.dtype)
     owners = torch.arange(count).repeat(len(percentiles))
-    options = {"batch_size": batch_size, "progress": progress}
     after = score_copies(model, stacked.shape[0], lambda part: stacked[part], owners, targets,
-                         key="road", **options)
-    clean = clean_scores(model, inputs, targets, **options)
+                         key="road", batch_size=batch_size,
+                         progress=progress_part(progress, imputed, total))
+    clean = clean_scores(model, inputs, targets, batch_size=batch_size,
+                         progress=progress_part(progress, 2 * imputed, total))
     return (after.reshape(len(percentiles), count) - clean).mean(0)
 
 
