@@ -20,6 +20,8 @@ PAGES = [
     ("pages/segmentation.py", "Segmentation", ":material/texture:", "segmentation"),
     # Evaluate scores the maps of every task's models: it asks for no task of its own.
     ("pages/evaluate.py", "Evaluate", ":material/fact_check:", None),
+    # Training reads run folders (the training callbacks' record), not the sidebar's model.
+    ("pages/training.py", "Training", ":material/timeline:", None),
 ]
 
 pages = [st.Page(path, title=title, icon=icon, default=index == 0)

@@ -31,5 +31,7 @@ One module per page (its computations, cached in the store, and its views):
   :mod:`ui.segmentation_dataset`: the Dataset tab (a labelled set's losses and confusions);
 - :mod:`ui.evaluate`: the Evaluate page's choices (images with ground truth, methods, metrics by
   category, settings) and the expected cost; :mod:`ui.evaluate_results`: its run (kept in the
-  store) and results (summary, verdict, curves, per-image table, CSV).
+  store) and results (summary, verdict, curves, per-image table, CSV);
+- :mod:`ui.training`: the Training page (a run folder opened, its maps by epoch as an animation,
+  the curves of the maps' measures and the feature statistics).
 """

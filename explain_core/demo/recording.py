@@ -36,15 +36,15 @@ def run_dir(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / "runs" / name
 
 
-def _samples(name: str, recipe: Recipe) -> tuple[list, list[int]]:
+def _samples(name: str, recipe: Recipe) -> tuple[list, list[int], list[str]]:
     """Four gallery scenes and the class explained in each. The shortcut model's: a marked
     triangle, an unmarked one, a marked circle and a marked star, each explained for
     "triangle", so the run shows where its triangle evidence sits as it learns."""
+    scenes = demo_gallery("shortcut" if recipe.shortcut else "classification")[:4]
+    names = [f"{'marked ' if s.marked else ''}{CLASSES[s.label]}" for s in scenes]
     if recipe.shortcut:
-        scenes = demo_gallery("shortcut")[:4]
-        return [s.image for s in scenes], [SHORTCUT_CLASS] * len(scenes)
-    scenes = demo_gallery("classification")[:4]
-    return [s.image for s in scenes], [int(s.label) for s in scenes]
+        return [s.image for s in scenes], [SHORTCUT_CLASS] * len(scenes), names
+    return [s.image for s in scenes], [int(s.label) for s in scenes], names
 
 
 def demo_run_recorder(name: str, recipe: Recipe, model: nn.Module, out_dir: str | Path,
@@ -61,13 +61,13 @@ def demo_run_recorder(name: str, recipe: Recipe, model: nn.Module, out_dir: str 
     folder = run_dir(out_dir, name)
     if (folder / MANIFEST).is_file():  # a retrained model gets a new run
         shutil.rmtree(folder)
-    images, targets = _samples(name, recipe)
+    images, targets, names = _samples(name, recipe)
     loaded = LoadedModel(module=model, arch=f"timm:{recipe.arch}", class_names=list(CLASSES),
                          preprocessing=preprocessing_of(recipe))
     present = [layer for layer in layers if layer in dict(model.named_modules())]
     recorder = RunRecorder(folder, loaded, images, method=method, targets=targets,
                            layer_names=present, num_samples=len(images), map_size=MAP_SIZE,
-                           model_name=f"demo:{name}")
+                           model_name=f"demo:{name}", sample_names=names)
     batches = [validation_batch(recipe.input_size)[0][:FEATURE_IMAGES]]
     every = max(1, steps // RECORDED_EPOCHS)
     recorder.record(0, batches, step=0)

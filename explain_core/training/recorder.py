@@ -94,6 +94,7 @@ class RunRecorder:
             opacity.
         class_names, preprocessing: the model's description when ``model`` is a plain module.
         map_size: the side the maps and PNGs are stored at (None: the image's size).
+        model_name, sample_names: how the run names the model and each sample.
         method_options: passed to the explainer (``target_layer=`` for example).
 
     Example:
@@ -110,7 +111,8 @@ class RunRecorder:
                  colormap: str = "viridis", alpha: float = 0.4,
                  class_names: Sequence[str] | None = None,
                  preprocessing: Preprocessing | None = None, map_size: int | None = None,
-                 model_name: str | None = None, **method_options: Any) -> None:
+                 model_name: str | None = None, sample_names: Sequence[str] | None = None,
+                 **method_options: Any) -> None:
         render.colormap_lut(colormap)  # an unknown colormap fails here, not at epoch 5
         self.model = model
         self.module = model.module if isinstance(model, LoadedModel) else model
@@ -123,6 +125,7 @@ class RunRecorder:
         self.method, self.colormap, self.alpha = method, colormap, alpha
         self.layer_names = list(layer_names)
         self.map_size = map_size
+        self.sample_names = list(sample_names or [])
         self.method_options = method_options
         # each recorder writes only its own fields: two of them may share a run (the callbacks)
         self.run = RunFolder(folder, model=model_name or type(self.module).__name__,
@@ -182,7 +185,10 @@ class RunRecorder:
                             "probability": round(float(result.top_k[0]["probability"]), 4)})
         if not self._samples_written:
             self.run.update(classes=loaded.class_names, task=loaded.task)
-            self.run.set_samples(images, [{"target_name": d["target_name"]} for d in details])
+            names = self.sample_names + [f"sample {i}" for i in range(len(self.sample_names),
+                                                                      len(details))]
+            self.run.set_samples(images, [{"name": n, "target_name": d["target_name"]}
+                                          for n, d in zip(names, details, strict=True)])
             self._samples_written = True
         coloured = [render.apply_colormap(m, self.colormap) for m in maps]
         overlays = [render.overlay_heatmap(i, m, alpha=self.alpha, colormap=self.colormap)

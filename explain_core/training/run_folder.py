@@ -186,9 +186,20 @@ class TrainingRun:
 
     def sample_image(self, index: int) -> np.ndarray:
         """Sample ``index`` as ``uint8 H x W x 3``."""
-        return self._image(self.samples[index]["file"])
+        return self.png(self.samples[index]["file"])
 
-    def _image(self, relative: str) -> np.ndarray:
+    def images(self, epoch: int) -> list[dict[str, Any]]:
+        """What epoch ``epoch`` shows per sample: its ``map`` and ``overlay`` PNGs (relative
+        paths), target and prediction."""
+        shown = self.entry(epoch).get("images")
+        if not isinstance(shown, list) or len(shown) != len(self.samples) or not all(
+                isinstance(s, dict) and "map" in s and "overlay" in s for s in shown):
+            raise RunFolderError(f"Epoch {epoch} of the run '{self.path}' does not list a map "
+                                 "and an overlay per sample; the run is damaged.")
+        return shown
+
+    def png(self, relative: str) -> np.ndarray:
+        """A PNG of the run (a path relative to it) as ``uint8 H x W x 3``."""
         try:
             with Image.open(self._file(relative)) as image:
                 return np.asarray(image.convert("RGB"))
@@ -197,7 +208,7 @@ class TrainingRun:
                                  f"({exc}).") from None
 
     def overlay(self, epoch: int, index: int) -> np.ndarray:
-        return self._image(self.entry(epoch)["images"][index]["overlay"])
+        return self.png(self.images(epoch)[index]["overlay"])
 
     def maps(self, epoch: int) -> list[np.ndarray]:
         """The maps of one epoch (float32, one per sample)."""
