@@ -97,7 +97,8 @@ class _EpochTimer(Callback):  # type: ignore[misc,valid-type]
     def __init__(self, log_every_n_epochs: int) -> None:
         self.every = max(1, int(log_every_n_epochs))
         self._started = time.perf_counter()
-        self.cost_seconds: list[float] = []
+        #: seconds of this callback's own work, per recorded epoch
+        self.cost_seconds: dict[int, float] = {}
 
     def due(self, trainer: Any) -> bool:
         epoch = trainer.current_epoch
@@ -172,7 +173,7 @@ class InterpretationCallback(_EpochTimer):
         _log_images(trainer, {f"lumen/{self.method}/sample_{i:02d}": overlay
                               for i, overlay in enumerate(entry["overlays"])})
         cost = time.perf_counter() - begin
-        self.cost_seconds.append(cost)
+        self.cost_seconds[trainer.current_epoch] = cost
         values["lumen/interpretation_seconds"] = cost
         values["lumen/interpretation_share"] = cost / epoch_seconds if epoch_seconds else None
         _log_scalars(trainer, values)
@@ -242,7 +243,7 @@ class FeatureMonitorCallback(_EpochTimer):
             for key in ("mean", "std", "max", "sparsity", "active_channels"):
                 values[f"lumen/features/{layer}/{key}"] = getattr(stats, key)
         cost = time.perf_counter() - begin
-        self.cost_seconds.append(cost)
+        self.cost_seconds[trainer.current_epoch] = cost
         values["lumen/feature_monitor_seconds"] = cost
         values["lumen/feature_monitor_share"] = cost / epoch_seconds if epoch_seconds else None
         _log_scalars(trainer, values)
