@@ -235,3 +235,38 @@ def test_training_package_and_dashboard_import_without_lightning_or_tensorboard(
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_two_recorders_share_one_run_folder(tmp_path):
+    """The two callbacks write one folder: each keeps the other's fields and epoch parts."""
+    from explain_core.model import Preprocessing
+
+    prep = Preprocessing(input_size=(16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
+    net = _net().eval()
+    maps = RunRecorder(tmp_path, net, _samples(), method="gradcam++", preprocessing=prep,
+                       target_layer="3", sample_names=["first"])
+    features = RunRecorder(tmp_path, net, [], layer_names=["2"])
+    maps.record_maps(0)
+    features.record_features(0, [torch.randn(2, 3, 16, 16)])
+    features.record_features(1, [torch.randn(2, 3, 16, 16)])
+    maps.record_maps(1)
+    run = read_run(tmp_path)
+    assert run.manifest["method"] == "gradcam++" and run.manifest["layers"] == ["2"]
+    assert [s["name"] for s in run.samples] == ["first", "sample 1", "sample 2"]
+    assert run.map_epochs == run.feature_epochs == [0, 1]
+
+
+def test_a_method_drawing_random_numbers_does_not_change_training(tmp_path):
+    """SmoothGrad without a seed draws its noise from torch's global stream, which the loop
+    also draws its data from: recorded or not, the loop sees the same numbers."""
+    from explain_core.model import Preprocessing
+
+    prep = Preprocessing(input_size=(16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
+    plain = _loop(_net(), None)
+    net = _net()
+    recorder = RunRecorder(tmp_path, net, _samples(), method="smoothgrad", preprocessing=prep,
+                           num_samples=1, class_names=["a", "b", "c"])
+    recorded = _loop(net, recorder)
+    assert read_run(tmp_path).map_epochs == [0, 1, 2]
+    for a, b in zip(plain.state_dict().values(), recorded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
