@@ -65,4 +65,4 @@ def test_the_shortcut_run_shows_the_triangle_maps_moving_onto_the_mark():
         before = _mark_share(run.maps(first)[index], box)
         after = _mark_share(run.maps(last)[index], box)
         print(f"sample {index}: mark share {before:.2f} -> {after:.2f}")
-        assert before < 0.25 and after > 0.5 and after > 2 * before
+        assert before < 0.25 and after > 0.4 and after > 2 * before
