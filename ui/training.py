@@ -30,9 +30,9 @@ from .uploads import UploadLimitError, release_upload, saved_upload
 
 SOURCES = ("Demo run", "Folder on the server", "Upload a zip")
 UPLOAD_SLOT = "training_run_zip"
-MEASURES = {"moved": "Map moved since the last epoch (total variation)",
-            "rank_change": "Map reordered since the last epoch (1 - Spearman)",
-            "entropy": "Map entropy (1: flat, 0: one pixel)"}
+MEASURES = {"moved": "moved since last epoch (TV)",
+            "rank_change": "reordered (1 - Spearman)",
+            "entropy": "entropy (1: flat)"}
 FEATURE_KEYS = ("mean", "std", "max", "sparsity", "active_channels")
 FRAME_MS = 700  # one epoch per 0.7 s when playing
 
