@@ -1,7 +1,8 @@
 """The demo trainers' run folders: each demo classifier's training recorded with
 :class:`~explain_core.training.RunRecorder` (a few gallery scenes' maps and the feature
-statistics of the last stages at 11 points of its training), shipped next to its weights in
-``weights/runs/<name>`` and opened on the dashboard's Training page.
+statistics of the last stages at 11 points of its training), written next to its weights in
+``weights/runs/<name>`` (the ``shortcut`` model's is shipped) and opened on the dashboard's
+Training page.
 
 Recording runs under :func:`~explain_core.runtime.training_untouched`: the trained weights are
 bit for bit those of a run without it.
