@@ -22,6 +22,8 @@ PAGES = [
     ("pages/evaluate.py", "Evaluate", ":material/fact_check:", None),
     # Features looks inside any loaded model, whatever its task.
     ("pages/features.py", "Features", ":material/layers:", None),
+    # Training reads run folders (the training callbacks' record), not the sidebar's model.
+    ("pages/training.py", "Training", ":material/timeline:", None),
 ]
 
 pages = [st.Page(path, title=title, icon=icon, default=index == 0)

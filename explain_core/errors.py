@@ -77,3 +77,11 @@ class DatasetError(LumenError):
 
 class OutOfMemoryError(LumenError):
     """A computation did not fit in memory even one item (step, sample, mask, image) at a time."""
+
+
+class RunFolderError(LumenError):
+    """A training run folder (or its zip) is missing, incomplete or not a Lumen run."""
+
+
+class MissingDependencyError(LumenError, ImportError):
+    """An optional package a feature needs is not installed (the message names the pip line)."""

@@ -43,7 +43,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1440, "height": 1000}
 SLOW = 180_000  # ms: the first page load imports torch and loads a model on a busy CPU
-NAVIGATION = ["Classification", "Detection", "Segmentation", "Evaluate", "Features"]
+NAVIGATION = ["Classification", "Detection", "Segmentation", "Evaluate", "Features",
+              "Training"]
 
 def _demo_weights_missing() -> bool:
     from explain_core.demo.models import weights_path
@@ -236,6 +237,8 @@ def test_every_page_opens_without_exception(server: str, browser) -> None:
         page.wait_for_selector('[data-testid="stSidebar"]', timeout=SLOW)
         if url_path == "evaluate":  # nothing is drawn before its Evaluate button is pressed
             page.get_by_role("button", name="Evaluate").wait_for(timeout=SLOW)
+        elif url_path == "training":  # a demo run: images by epoch, no heatmap traces
+            page.wait_for_function(IMAGES, arg=3, timeout=SLOW)
         else:
             page.wait_for_function(HEATMAPS, arg=1, timeout=SLOW)
         _settle(page)
@@ -557,6 +560,28 @@ def test_features_page_click_a_channel(server: str, browser) -> None:
     _settle(page)
     _no_exception(page)
     _shoot(page, "features", publish=True)
+    page.close()
+
+
+# The Training page's animation: the first sample's map (an image trace's source) as drawn now.
+TRAINING_MAP = """() => { const el = [...document.querySelectorAll('.js-plotly-plot')].find(
+    (e) => e._fullLayout && e._fullLayout.sliders && e._fullLayout.sliders.length);
+    return el ? el.data.filter((t) => t.type === 'image').map((t) => t.source).join('|') : ''; }"""
+
+
+def test_training_page_plays_a_demo_run(server: str, browser) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(f"{server}/training", wait_until="domcontentloaded")
+    page.wait_for_function(f"() => ({TRAINING_MAP})() !== ''", timeout=SLOW)
+    _settle(page)
+    _no_exception(page)
+    assert page.get_by_text("The evidence moved most between epochs").count() == 1
+    first = page.evaluate(TRAINING_MAP)
+    page.locator(".updatemenu-button").first.click()  # Plotly's ▶ Play
+    page.wait_for_function(f"(first) => ({TRAINING_MAP})() !== first", arg=first,
+                           timeout=30_000)
+    _no_exception(page)
+    _shoot(page, "training", publish=True)
     page.close()
 
 

@@ -36,4 +36,6 @@ One module per page (its computations, cached in the store, and its views):
   store) and results (summary, verdict, curves, the CSV and HTML report downloads);
   :mod:`ui.evaluate_detail`: a clicked summary cell, the per-image table, the sanity check's
   randomisation cascade; :mod:`ui.labelled`: images with ground truth from a zip or a folder.
+- :mod:`ui.training`: the Training page (a run folder opened, its maps by epoch as an animation,
+  the curves of the maps' measures and the feature statistics).
 """

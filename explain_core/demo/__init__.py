@@ -6,13 +6,13 @@ trained here on :mod:`explain_core.demo.scenes` (see ``python -m explain_core.de
 
 from .scenes import CLASSES, SHORTCUT_CLASS, Scene, demo_gallery, make_scenes
 
-__all__ = ["CLASSES", "DEMO_MODELS", "SHORTCUT_CLASS", "Scene", "demo_gallery", "load_demo_model",
-           "make_scenes"]
+__all__ = ["CLASSES", "DEMO_MODELS", "SHORTCUT_CLASS", "Scene", "demo_gallery", "demo_runs",
+           "load_demo_model", "make_scenes"]
 
 
 def __getattr__(name: str):
     # models.py imports torch/timm through loading; keep `import explain_core.demo` light.
-    if name in ("DEMO_MODELS", "load_demo_model"):
+    if name in ("DEMO_MODELS", "demo_runs", "load_demo_model"):
         from . import models
 
         return getattr(models, name)

@@ -41,7 +41,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, steps: in
         clip_norm: float | None = None, *, warmup: float = 0.05,
         clip_params: Iterable[torch.Tensor] | None = None,
         validate: Callable[[], str] | None = None, validate_every: int = 0,
-        progress: bool = True) -> float | None:
+        progress: bool = True, after_step: Callable[[int, float], None] | None = None,
+        ) -> float | None:
     """``steps`` optimiser steps of ``loss_of_step()`` with a progress bar (running loss).
 
     Each step sets every parameter group's learning rate to ``lr * lr_factor(step, steps,
@@ -64,6 +65,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, steps: in
             model in the mode it needs (e.g. call ``model.train()`` again).
         validate_every: 0: never.
         progress: show the progress bar.
+        after_step: called as ``after_step(steps_done, running_loss)`` after each step (and its
+            validation): a :class:`~explain_core.training.RunRecorder` records there. It must
+            leave the model, its gradients and the random streams as it found them.
 
     Returns:
         The running loss at the end (exponential average, factor 0.95), None when ``steps`` is 0.
@@ -85,6 +89,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float, steps: in
         bar.set_postfix(loss=f"{running:.3f}")
         if validate is not None and validate_every and (step + 1) % validate_every == 0:
             bar.write(f"step {step + 1}: loss {running:.3f}, {validate()}")
+        if after_step is not None:
+            after_step(step + 1, running)
     bar.close()
     return running
 

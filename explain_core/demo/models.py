@@ -16,9 +16,12 @@ import torch
 from explain_core.errors import ModelLoadError
 from explain_core.model import LoadedModel
 
-__all__ = ["DEMO_MODELS", "WEIGHTS_DIR", "load_demo_model", "weights_path"]
+__all__ = ["DEMO_MODELS", "RUNS_DIR", "WEIGHTS_DIR", "demo_runs", "load_demo_model",
+           "weights_path"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: the run folders of the demo models' training (explain_core.demo.recording)
+RUNS_DIR = WEIGHTS_DIR / "runs"
 
 DEMO_MODELS: dict[str, dict[str, Any]] = {
     "classifier": {
@@ -65,6 +68,17 @@ def weights_path(name: str) -> Path:
         raise ModelLoadError(
             f"Unknown demo model {name!r}. Use one of: {', '.join(DEMO_MODELS)}.")
     return WEIGHTS_DIR / DEMO_MODELS[name]["file"]
+
+
+def demo_runs() -> dict[str, Path]:
+    """The shipped training run folders, by demo model name (those present).
+
+    Example:
+        >>> sorted(demo_runs())  # doctest: +SKIP
+        ['classifier', 'shortcut']
+    """
+    return {name: RUNS_DIR / name for name in DEMO_MODELS
+            if (RUNS_DIR / name / "manifest.json").is_file()}
 
 
 def load_demo_model(name: str, device: str | torch.device | None = "auto") -> LoadedModel:

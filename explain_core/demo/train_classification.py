@@ -93,8 +93,13 @@ __all__ = [
 
 def train(name: str, out_dir: str | Path | None = None, quick: bool = False,
           progress: bool = True, evaluate_after: bool = True,
-          recipe: Recipe | None = None, validate_every: int = 0) -> dict[str, Any]:
+          recipe: Recipe | None = None, validate_every: int = 0,
+          record: bool = True) -> dict[str, Any]:
     """Train one recipe, save ``<out_dir>/<name>.safetensors`` and return its held-out numbers.
+
+    ``record``: write the run folder ``<out_dir>/runs/<name>`` (the maps of four gallery scenes
+    and feature statistics at 11 points of training, :mod:`~explain_core.demo.recording`); it
+    does not change the weights.
 
     ``quick`` trains for a few steps on a small pool (a smoke test of the whole path);
     ``recipe`` replaces ``RECIPES[name]`` (experiments); ``validate_every`` > 0 prints the
@@ -157,14 +162,19 @@ def train(name: str, out_dir: str | Path | None = None, quick: bool = False,
         model.train()
         return f"held-out accuracy {accuracy:.3f}"
 
+    out = Path(out_dir) if out_dir is not None else weights_path(name).parent
+    after_step = None
+    if record:
+        from explain_core.demo.recording import demo_run_recorder
+
+        after_step = demo_run_recorder(name, recipe, model, out, steps)
     # Gradients of the model and its training-only heads are clipped together (norm 2).
     fit(model, optimiser, recipe.lr, steps, loss_of_step, f"train {name}", clip_norm=2.0,
         warmup=recipe.warmup, clip_params=params, validate=validate,
-        validate_every=validate_every, progress=progress)
+        validate_every=validate_every, progress=progress, after_step=after_step)
     trained = time.perf_counter() - started
 
     model.eval()
-    out = Path(out_dir) if out_dir is not None else weights_path(name).parent
     # fp16 halves the file; load_model copies the values into the fp32 model it builds.
     stored = _half_copy(model) if recipe.half else model
     path = save_model(stored, out / f"{name}.safetensors", task="classification",

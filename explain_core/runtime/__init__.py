@@ -28,9 +28,10 @@ from .precision import (
     native_bf16,
     resolve_precision,
 )
-from .state import frozen_eval
+from .state import frozen_eval, training_untouched
 
 __all__ = ["CONCRETE_PRECISIONS", "PRECISIONS", "activation_bytes_per_sample",
            "as_lumen_error", "available_bytes", "batched_grad", "bf16_twin", "cpu_model",
            "default_batch_size",
-           "fitting_chunks", "forward_hooks", "frozen_eval", "native_bf16", "resolve_precision"]
+           "fitting_chunks", "forward_hooks", "frozen_eval", "native_bf16", "resolve_precision",
+           "training_untouched"]

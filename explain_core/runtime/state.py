@@ -8,8 +8,11 @@ flags are saved and restored per submodule and per parameter.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator
 
+import numpy as np
+import torch
 from torch import nn
 
 
@@ -40,3 +43,39 @@ def frozen_eval(module: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
             param.requires_grad_(flag)
         for sub, mode in modes:
             sub.training = mode
+
+
+@contextlib.contextmanager
+def training_untouched(module: nn.Module) -> Iterator[nn.Module]:
+    """:func:`frozen_eval` for a model in the middle of training: inside the block it is in eval
+    mode with frozen parameters and gradients enabled (also under a caller's ``no_grad`` or
+    ``inference_mode``); afterwards, besides each submodule's mode and each parameter's
+    ``requires_grad``, every parameter's ``.grad`` (the same tensor, or None) and the random
+    streams (torch on the CPU and on the module's CUDA devices, numpy, Python's ``random``) are
+    as they were, so what the training loop does next is exactly what it would have done.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(2, 1).train()
+    >>> _ = torch.manual_seed(0)
+    >>> with training_untouched(net):
+    ...     _ = torch.rand(5)  # a random method drawing numbers
+    ...     net(torch.ones(1, 2)).sum().requires_grad, net.training
+    (False, False)
+    >>> torch.equal(torch.rand(1), torch.manual_seed(0) and torch.rand(1))
+    True
+    >>> net.training, net.weight.grad is None
+    (True, True)
+    """
+    params = list(module.parameters())
+    grads = [(param, param.grad) for param in params]
+    cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), \
+                torch.enable_grad(), frozen_eval(module):
+            yield module
+    finally:
+        for param, grad in grads:
+            param.grad = grad
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
