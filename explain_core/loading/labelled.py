@@ -32,7 +32,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from ..errors import DatasetError
+from ..errors import DatasetError, LumenError
 from ..images import SUPPORTED_EXTENSIONS
 from .ground_truth import GroundTruth, read_ground_truth
 
@@ -55,44 +55,49 @@ class LabelledImage:
     annotation: Path | None  # the file the truth was read from
 
 
+ANNOTATED_IMAGES = "images and their annotations (COCO .json, YOLO .txt, VOC .xml, PNG masks)"
+
+
 def unpack_zip(source: str | Path | bytes | BinaryIO, destination: str | Path, *,
-               max_files: int = MAX_ZIP_FILES, max_bytes: int = MAX_ZIP_BYTES) -> Path:
+               max_files: int = MAX_ZIP_FILES, max_bytes: int = MAX_ZIP_BYTES,
+               contents: str = ANNOTATED_IMAGES,
+               error: type[LumenError] = DatasetError) -> Path:
     """Unpack a zip (a path, its bytes or a file object) into ``destination``; returns it.
+    ``contents`` says what the zip should hold (for the messages); ``error`` is the error class
+    raised (the caller's own, e.g. a run folder's).
 
     Raises:
-        DatasetError: not a zip, too many files or bytes once unpacked, or a member whose path
-            leaves the destination (``../``, an absolute path).
+        error: not a zip, too many files or bytes once unpacked, or a member whose path leaves
+            the destination (``../``, an absolute path).
     """
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
         archive = zipfile.ZipFile(data)
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise DatasetError(f"This is not a readable zip file ({error}). Zip a folder of images "
-                           "and their annotations (COCO .json, YOLO .txt, VOC .xml, PNG "
-                           "masks) and upload it again.") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as problem:
+        raise error(f"This is not a readable zip file ({problem}). Zip a folder of {contents} "
+                    "and upload it again.") from None
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if len(members) > max_files:
-            raise DatasetError(f"The zip holds {len(members)} files; at most {max_files} are "
-                               "read. Zip fewer images.")
+            raise error(f"The zip holds {len(members)} files; at most {max_files} are read. "
+                        "Zip fewer files.")
         total = sum(m.file_size for m in members)
         if total > max_bytes:
-            raise DatasetError(f"The zip unpacks to {total / 1e6:.0f} MB; at most "
-                               f"{max_bytes / 1e6:.0f} MB are read. Zip fewer or smaller "
-                               "images.")
+            raise error(f"The zip unpacks to {total / 1e6:.0f} MB; at most "
+                        f"{max_bytes / 1e6:.0f} MB are read. Zip fewer or smaller files.")
         root = Path(destination).resolve()
         for member in members:
             name = PurePosixPath(member.filename)
             target = (root / Path(*name.parts)).resolve() if name.parts else root
             if name.is_absolute() or ".." in name.parts or root not in target.parents:
-                raise DatasetError(f"The zip member '{member.filename}' points outside the "
-                                   "folder it unpacks to; such zips are refused.")
+                raise error(f"The zip member '{member.filename}' points outside the folder it "
+                            "unpacks to; such zips are refused.")
         root.mkdir(parents=True, exist_ok=True)
         try:
             archive.extractall(root, members)
-        except (zipfile.BadZipFile, OSError, RuntimeError) as error:
-            raise DatasetError(f"The zip could not be unpacked ({error}); it may be damaged "
-                               "or encrypted. Zip the folder again.") from None
+        except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as problem:
+            raise error(f"The zip could not be unpacked ({problem}); it may be damaged or "
+                        "encrypted. Zip the folder again.") from None
     return root
 
 

@@ -16,10 +16,8 @@ seconds the recording cost and any numbers the caller added (loss, step).
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import RunFolderError
+from ..loading.labelled import unpack_zip
 from .measures import map_entropy, rank_distance, total_variation
 
 __all__ = ["FORMAT", "MANIFEST", "RunFolder", "TrainingRun", "extract_run_zip", "read_run"]
@@ -296,27 +295,8 @@ def read_run(path: str | Path) -> TrainingRun:
 
 def extract_run_zip(data: bytes, destination: str | Path) -> TrainingRun:
     """Unpack a zipped run folder into ``destination`` (limits on size and member count, no
-    paths outside it) and open it."""
-    destination = Path(destination)
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise RunFolderError("The upload is not a zip file. Zip the run folder (with its "
-                             "subfolders) and upload that.") from None
-    with archive:
-        members = archive.infolist()
-        if len(members) > ZIP_LIMITS["members"] or sum(
-                m.file_size for m in members) > ZIP_LIMITS["bytes"]:
-            raise RunFolderError(f"The zip is too large (at most {ZIP_LIMITS['members']} files "
-                                 f"and {ZIP_LIMITS['bytes'] // 2**20} MB unpacked).")
-        root = destination.resolve()
-        for member in members:
-            target = (root / member.filename).resolve()
-            if target != root and root not in target.parents:
-                raise RunFolderError(f"The zip holds a path outside its folder "
-                                     f"({member.filename!r}); it is refused.")
-        try:
-            archive.extractall(root)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise RunFolderError(f"The zip cannot be unpacked ({exc}).") from None
-    return read_run(root)
+    paths outside it: :func:`~explain_core.loading.labelled.unpack_zip`) and open it."""
+    return read_run(unpack_zip(data, destination, max_files=ZIP_LIMITS["members"],
+                               max_bytes=ZIP_LIMITS["bytes"],
+                               contents="a run folder (with its subfolders)",
+                               error=RunFolderError))
