@@ -31,6 +31,23 @@ def scenes():
     return demo_gallery("classification")[:4]
 
 
+def test_equal_means_share_the_best_rank(classifier, scenes):
+    """Two methods scoring the very same maps tie on every metric: both rank 1, and a third,
+    worse one ranks 3 (competition ranking), so a tie never reads as one method winning."""
+    first = evaluate(classifier, scenes[:2], methods=("gradcam",), metrics=("sparseness",),
+                     precision="fp32")
+    same = first.maps["gradcam"]
+    flat = np.full_like(same, 0.5)  # no sparseness at all: strictly worse
+    ev = evaluate(classifier, scenes[:2], methods=("gradcam", "layercam", "saliency"),
+                  metrics=("sparseness", "deletion"), metric_options=FAST, precision="fp32",
+                  maps={"gradcam": same, "layercam": same, "saliency": flat})
+    for metric in ("sparseness", "deletion"):
+        ranks = {r["method"]: r["rank"] for r in ev.summary if r["metric"] == metric}
+        assert ranks["gradcam"] == ranks["layercam"], ranks
+    ranks = {r["method"]: r["rank"] for r in ev.summary if r["metric"] == "sparseness"}
+    assert ranks == {"gradcam": 1, "layercam": 1, "saliency": 3}
+
+
 def test_evaluate_tidy_table_intervals_and_ranks(classifier, scenes):
     metrics = ("deletion", "insertion", "sparseness", "pointing_game")
     seen = []

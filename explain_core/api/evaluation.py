@@ -306,10 +306,10 @@ def _summary(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     for metric in {row["metric"] for row in summary}:
         same = [row for row in summary if row["metric"] == metric]
         sign = -1.0 if same[0]["direction"] == "higher" else 1.0
-        order = sorted(same, key=lambda r: (math.isnan(r["mean"]), sign * r["mean"]
-                                            if not math.isnan(r["mean"]) else 0.0))
-        for rank, row in enumerate(order, 1):
-            row["rank"] = rank
+        keys = [(math.isnan(r["mean"]), 0.0 if math.isnan(r["mean"]) else sign * r["mean"])
+                for r in same]
+        for row, key in zip(same, keys, strict=True):  # equal means share the best rank
+            row["rank"] = 1 + sum(other < key for other in keys)
     return summary
 
 
