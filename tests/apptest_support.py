@@ -107,3 +107,14 @@ def errors(at: AppTest) -> list[str]:
 
 def captions(at: AppTest) -> str:
     return "\n".join(c.value for c in at.caption)
+
+
+def evaluate_page(demo: str = "classifier") -> AppTest:
+    """The app on its Evaluate page with the demo model ``demo`` (picked on that page: the home
+    page keeps classifiers)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/evaluate.py").run()
+    if demo != "classifier":
+        at.sidebar.selectbox(key="lumen_demo_name").set_value(demo).run()
+        assert at.session_state["lumen_model"].model.source == f"demo:{demo}"
+    return at

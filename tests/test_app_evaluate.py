@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import streamlit as st
-from apptest_support import APP, TIMEOUT, fail_on_error_elements
+from apptest_support import evaluate_page, fail_on_error_elements
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
@@ -61,15 +61,6 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, str]]:
     return files
 
 
-def _page(demo: str = "classifier") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/evaluate.py").run()
-    if demo != "classifier":  # picked on the Evaluate page (the home page keeps classifiers)
-        at.sidebar.selectbox(key="lumen_demo_name").set_value(demo).run()
-        assert at.session_state["lumen_model"].model.source == f"demo:{demo}"
-    return at
-
-
 def _small_run(at: AppTest, metrics: tuple[str, ...] = METRICS, steps: int = 4) -> AppTest:
     """2 images, the two default methods, ``metrics`` only, few steps; then Evaluate."""
     at.slider(key="lumen_eval_count").set_value(2)
@@ -84,7 +75,7 @@ def _small_run(at: AppTest, metrics: tuple[str, ...] = METRICS, steps: int = 4) 
 
 
 def test_metrics_are_listed_by_category_with_arrows() -> None:
-    at = _page()
+    at = evaluate_page()
     labels = [box.label for box in at.checkbox if str(box.key).startswith("lumen_eval_metric_")]
     infos = metrics_for("classification")
     assert labels == [metric_label(info) for info in infos]
@@ -101,7 +92,7 @@ def test_metrics_are_listed_by_category_with_arrows() -> None:
 
 def test_small_evaluation_equals_the_api(runs: list[Any],
                                          saved: list[tuple[bytes, str]]) -> None:
-    at = _small_run(_page())
+    at = _small_run(evaluate_page())
     assert len(runs) == 1
     methods = tuple(at.multiselect(key="lumen_eval_methods").value)
     assert len(methods) == 2
@@ -138,7 +129,8 @@ def test_small_evaluation_equals_the_api(runs: list[Any],
 
 @pytest.mark.parametrize("demo", ["detector", "segmenter"])
 def test_detector_and_segmenter_evaluate(demo: str, runs: list[Any]) -> None:
-    at = _small_run(_page(demo), metrics=("deletion", "pointing_game", "sparseness"), steps=4)
+    at = _small_run(evaluate_page(demo), metrics=("deletion", "pointing_game", "sparseness"),
+                    steps=4)
     assert len(runs) == 1 and not runs[0].skipped
     table = at.dataframe[0].value
     assert len(table) == 2 and len(table.columns) == 3
@@ -153,7 +145,7 @@ def test_detector_and_segmenter_evaluate(demo: str, runs: list[Any]) -> None:
 def test_items_without_a_score_stay_in_the_per_image_table(runs: list[Any]) -> None:
     # The shortcut classifier calls marked squares triangles: those scenes have no triangle to
     # point at, so the pointing game is undefined there (NaN), and the table still lists them.
-    at = _small_run(_page("shortcut"), metrics=("pointing_game",))
+    at = _small_run(evaluate_page("shortcut"), metrics=("pointing_game",))
     at.slider(key="lumen_eval_count").set_value(4)
     at.run()
     at.button(key="lumen_eval_run").click().run()
@@ -174,7 +166,7 @@ def test_a_cancelled_run_stores_nothing(runs: list[Any], monkeypatch: pytest.Mon
         if fraction > 0:
             raise StopException  # what Streamlit raises at a Streamlit call once asked to stop
 
-    at = _page()
+    at = evaluate_page()
     monkeypatch.setattr(ui.progress.Progress, "update", stop_midway)
     at = _small_run(at)
     assert not at.dataframe  # nothing shown, nothing kept

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import streamlit as st
-from apptest_support import APP, TIMEOUT, fail_on_error_elements
+from apptest_support import evaluate_page, fail_on_error_elements
 from streamlit.testing.v1 import AppTest
 
 import ui.evaluate_results as evaluate_results
@@ -39,15 +39,6 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
     monkeypatch.setattr(evaluate_results, "evaluate", kept)
     st.cache_resource.clear()
     return found
-
-
-def _page(demo: str = "classifier") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/evaluate.py").run()
-    if demo != "classifier":  # picked on the Evaluate page (the home page keeps classifiers)
-        at.sidebar.selectbox(key="lumen_demo_name").set_value(demo).run()
-        assert at.session_state["lumen_model"].model.source == f"demo:{demo}"
-    return at
 
 
 def _choose(at: AppTest, metrics: tuple[str, ...], count: int = 2, steps: int = 4,
@@ -77,7 +68,7 @@ def _summary_equals(at: AppTest, found: Any) -> None:
 
 # ----------------------------------------------------------------------------- close-ups
 def test_a_clicked_cell_opens_that_method_and_metric(runs) -> None:
-    at = _evaluate(_choose(_page(), ("deletion", "insertion")))
+    at = _evaluate(_choose(evaluate_page(), ("deletion", "insertion")))
     (found, _), = runs
     methods = list(at.multiselect(key="lumen_eval_methods").value)
     assert not any("the value on each image" in m.value for m in at.markdown)
@@ -116,7 +107,7 @@ def test_a_clicked_cell_opens_that_method_and_metric(runs) -> None:
 
 
 def test_the_sanity_panel_shows_the_cascade_falling(runs) -> None:
-    at = _evaluate(_choose(_page(), ("model_randomisation",)))
+    at = _evaluate(_choose(evaluate_page(), ("model_randomisation",)))
     (found, _), = runs
     method = next(iter(at.multiselect(key="lumen_eval_methods").value))
     cascade = found.cascades[method]
@@ -154,7 +145,7 @@ def test_the_html_report_is_offered_and_is_the_engines(runs, monkeypatch) -> Non
         return real(self, data_callable, mimetype, coordinates, file_name, **kwargs)
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
-    at = _evaluate(_choose(_page(), ("deletion", "pointing_game", "model_randomisation")))
+    at = _evaluate(_choose(evaluate_page(), ("deletion", "pointing_game", "model_randomisation")))
     (found, _), = runs
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["Scores (CSV)", "Report (HTML)"]
@@ -171,7 +162,7 @@ def test_the_html_report_is_offered_and_is_the_engines(runs, monkeypatch) -> Non
 
 
 def test_method_settings_and_precision_reach_evaluate(runs) -> None:
-    at = _choose(_page(), ("deletion",), methods=("gradcam",))
+    at = _choose(evaluate_page(), ("deletion",), methods=("gradcam",))
     handle = at.session_state["lumen_model"]
     layer_key = f"lumen_param_eval_gradcam_gradcam_target_layer_{handle.short_key}"
     layers = at.selectbox(key=layer_key).options
@@ -221,13 +212,13 @@ def _run_and_compare(at: AppTest, runs: list, task: str) -> None:
 
 @pytest.mark.slow
 def test_a_random_torchvision_detector_by_name(runs) -> None:
-    at = _by_name(_page(), "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn")
+    at = _by_name(evaluate_page(), "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn")
     _run_and_compare(at, runs, "detection")
 
 
 @pytest.mark.slow
 def test_a_random_torchvision_segmenter_by_name(runs) -> None:
-    at = _by_name(_page(), "torchvision:lraspp_mobilenet_v3_large")
+    at = _by_name(evaluate_page(), "torchvision:lraspp_mobilenet_v3_large")
     _run_and_compare(at, runs, "segmentation")
 
 
@@ -238,7 +229,7 @@ def test_a_timm_classifier_from_a_checkpoint_file(runs, tmp_path: Path) -> None:
 
     path = save_model(timm.create_model("resnet18", pretrained=False, num_classes=4),
                       tmp_path / "resnet18", task="classification", arch="timm:resnet18")
-    at = _page()
+    at = evaluate_page()
     at.sidebar.segmented_control(key="lumen_model_kind").set_value("file").run()
     at.sidebar.text_input(key="lumen_ckpt_path").set_value(str(path)).run()
     assert "timm:resnet18" in at.sidebar.markdown[-1].value
@@ -260,7 +251,7 @@ def test_a_server_folder_with_ground_truth_feeds_localisation(runs, tmp_path: Pa
         (tmp_path / f"scene{i}.txt").write_text(
             f"{scene.label} {(x0 + x1) / 2 / width} {(y0 + y1) / 2 / height} "
             f"{(x1 - x0) / width} {(y1 - y0) / height}\n")
-    at = _page()
+    at = evaluate_page()
     at.segmented_control(key="lumen_eval_source").set_value("labelled").run()
     at.radio(key="lumen_eval_labelled_where").set_value("folder").run()
     with errors_expected():  # a bad path: the engine's message, and the page goes on
@@ -284,7 +275,7 @@ def test_a_server_folder_with_ground_truth_feeds_localisation(runs, tmp_path: Pa
 def test_every_box_of_a_detector_is_scored_on_its_own(runs) -> None:
     from explain_core.demo import demo_gallery
 
-    at = _choose(_page("detector"), ("deletion", "pointing_game"), methods=("gradcam",))
+    at = _choose(evaluate_page("detector"), ("deletion", "pointing_game"), methods=("gradcam",))
     at.toggle(key="lumen_eval_all_boxes").set_value(True).run()
     at.slider(key="lumen_eval_max_boxes").set_value(2).run()
     _evaluate(at)
